@@ -1,0 +1,113 @@
+"""The learning signal of a whole model, and the rule-state update after a step.
+
+:func:`learning_signal` is the one place where a model, its variables, a batch and an
+assignment become an update pytree of the structure of ``params``. It runs one forward and
+one backward pass: the backward pass is the models' rule-aware custom VJPs, and DFA's output
+error is injected at the layers' taps in the same pass (the output error is known once the
+forward pass has produced the logits, so ``jax.vjp`` receives it as the tap cotangents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from biojax import rules as rules_lib
+from biojax.nn import _credit
+from biojax.nn.assignment import Assignment
+from biojax.nn.layers import DFA_TAPS
+
+Array = jax.Array
+# Collections that are inputs of a training step but never state to carry forward.
+_TRANSIENT = ("params", "assignment", DFA_TAPS, "intermediates")
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+  """Mean softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
+                    assignment: Assignment, key: Array,
+                    loss_fn: Callable[[Array, Array], Array] = cross_entropy
+                    ) -> tuple[dict, dict, dict]:
+  """The update of every parameter under the per-layer rules of ``assignment``.
+
+  Args:
+    model: a Flax model built from rule-aware layers; ``model.apply(v, x, train=True)``.
+    variables: the model's variables: ``params``, ``feedback`` (rule state) and, where the
+      model has them, ``batch_stats``.
+    batch: ``{"image": x, "label": y}`` with integer labels.
+    assignment: the rule of each weight layer (:func:`biojax.nn.make_assignment`).
+    key: PRNG key of this step (brSF redraws its feedback magnitudes from it).
+    loss_fn: ``loss_fn(logits, labels)``; its gradient w.r.t. the logits is the output error.
+
+  Returns:
+    ``(updates, state, metrics)``: ``updates`` has the structure of ``params`` and is a
+    gradient-like quantity (the optimizer subtracts it); for ``bp`` everywhere it equals
+    ``jax.grad`` of the loss. ``state`` holds the non-parameter collections after the step
+    (batch statistics updated; the rule state is updated by :func:`update_rule_state` after
+    the optimizer step). ``metrics`` holds ``loss`` and ``accuracy``.
+  """
+  params = variables["params"]
+  state = {k: v for k, v in variables.items() if k not in _TRANSIENT}
+  mutable = [DFA_TAPS] + (["batch_stats"] if "batch_stats" in state else [])
+  collection = assignment.as_collection()
+
+  def forward(p):
+    logits, mutated = model.apply(
+        {**state, "params": p, "assignment": collection}, batch["image"], train=True,
+        rngs={"feedback": key}, mutable=mutable)
+    mutated = dict(mutated)
+    taps = mutated.pop(DFA_TAPS, {})
+    return (logits, taps), mutated
+
+  (logits, taps), backward, mutated = jax.vjp(forward, params, has_aux=True)
+  loss, output_error = jax.value_and_grad(loss_fn)(logits, batch["label"])
+  (updates,) = backward((output_error, _tap_cotangents(taps, variables, assignment,
+                                                       output_error)))
+  new_state = {**state, **mutated}
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return updates, new_state, {"loss": loss, "accuracy": accuracy}
+
+
+def _tap_cotangents(taps: Mapping, variables: Mapping, assignment: Assignment,
+                    output_error: Array) -> dict:
+  """``e B_l`` at the tap of every DFA layer; zero at the taps of all other layers."""
+  flat_taps = traverse_util.flatten_dict(flax.core.unfreeze(taps))
+  flat_feedback = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
+  cotangents = {}
+  for path, sown in flat_taps.items():
+    layer = "/".join(path[:-1])
+    b = flat_feedback[(*path[:-1], "direct")]
+    direct = _credit.is_direct(assignment.rule[layer])
+    projected = rules_lib.direct_feedback(output_error, b)
+    cotangents[path] = tuple(jnp.where(direct, projected, 0.0).astype(h.dtype) for h in sown)
+  return traverse_util.unflatten_dict(cotangents)
+
+
+def update_rule_state(feedback: Mapping, params_old: Mapping, params_new: Mapping,
+                      assignment: Assignment, options: rules_lib.RuleOptions) -> dict:
+  """Rule state after an optimizer step: the Kolen-Pollack matrix follows ``W``.
+
+  Only layers whose rule is ``kp`` change; every other entry is returned unchanged.
+  """
+  kp = rules_lib.rule_id("kp")
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(feedback))
+  old = traverse_util.flatten_dict(flax.core.unfreeze(params_old))
+  new = traverse_util.flatten_dict(flax.core.unfreeze(params_new))
+  out = dict(flat)
+  for path, value in flat.items():
+    if path[-1] != "learned":
+      continue
+    layer = path[:-1]
+    stepped = rules_lib.kp_feedback_update(value, old[(*layer, "kernel")],
+                                           new[(*layer, "kernel")], options.kp_decay)
+    out[path] = jnp.where(assignment.rule["/".join(layer)] == kp, stepped, value)
+  return traverse_util.unflatten_dict(out)

@@ -1,0 +1,22 @@
+"""Rule-aware layers, models and assignments."""
+
+from biojax.nn._credit import credit, feedback_matrix
+from biojax.nn.assignment import (
+    Assignment,
+    check_layers,
+    geometry_tree,
+    make_assignment,
+    random_assignment,
+    stack,
+    validate_assignment,
+    weight_layers,
+)
+from biojax.nn.layers import Conv, ConvForward, Dense, dense_forward
+from biojax.nn.models import MLP, MODELS, BasicBlock, ConvNet, ResNet, get_model, resnet20, resnet56
+
+__all__ = [
+    "MLP", "MODELS", "Assignment", "BasicBlock", "Conv", "ConvForward", "ConvNet", "Dense",
+    "ResNet", "check_layers", "credit", "dense_forward", "feedback_matrix", "geometry_tree",
+    "get_model", "make_assignment", "random_assignment", "resnet20", "resnet56", "stack",
+    "validate_assignment", "weight_layers",
+]

@@ -1,0 +1,88 @@
+"""Credit assignment, implemented once (DESIGN.md section 4).
+
+A rule-aware layer computes ``y = forward(x, W)`` with ``forward`` linear in each argument
+(a dense product or a convolution). Its custom VJP
+
+* sends the error to the layer below through the matrix ``B`` that the layer's rule produces
+  (``vjp_x forward(., B)``), and
+* gives ``W`` the local update ``vjp_W forward(x, .)(delta)`` for error-driven rules, or the
+  rule's own ``local_update`` for local rules (SoftHebb).
+
+The rule is an integer (data); both choices are ``lax.switch`` over the registry, so one
+compiled program serves every assignment, and ``jax.vmap`` over rule ids trains candidates
+with different rules at once.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from biojax import rules as rules_lib
+
+Array = jax.Array
+
+
+def feedback_matrix(rule: Array, w: Array, state: dict, key: Array) -> Array:
+  """The matrix ``B`` that carries the error below a layer with rule id ``rule``.
+
+  Feedback rules give their own ``B``; a ``direct`` (DFA) layer passes its error down exactly
+  (``B = W``: a layer below that is itself DFA ignores it); a ``local`` layer sends none
+  (``B = 0``).
+  """
+  branches = []
+  for r in rules_lib.rules():
+    if r.credit == "feedback":
+      branches.append(functools.partial(r.feedback, state=state, key=key))
+    elif r.credit == "direct":
+      branches.append(lambda w_: w_)
+    else:
+      branches.append(jnp.zeros_like)
+  return jax.lax.switch(rule, branches, w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def credit(forward, options, x, w, b, rule):
+  """``forward(x, w)`` whose backward pass follows the rule ``rule`` with feedback ``b``."""
+  del options, b, rule
+  return forward(x, w)
+
+
+def _credit_fwd(forward, options, x, w, b, rule):
+  return forward(x, w), (x, w, b, rule)
+
+
+def _credit_bwd(forward, options, residuals, delta):
+  x, w, b, rule = residuals
+  _, transpose_x = jax.vjp(lambda x_: forward(x_, b), x)
+  (dx,) = transpose_x(delta)
+
+  def error_driven():
+    _, transpose_w = jax.vjp(lambda w_: forward(x, w_), w)
+    return transpose_w(delta)[0]
+
+  branches = []
+  for r in rules_lib.rules():
+    if r.credit == "local":
+      branches.append(functools.partial(r.local_update, forward, x, w, options))
+    else:
+      branches.append(error_driven)
+  dw = jax.lax.switch(rule, branches)
+  return dx, dw, jnp.zeros_like(b), None
+
+
+credit.defvjp(_credit_fwd, _credit_bwd)
+
+
+def is_local(rule: Array) -> Array:
+  """True where ``rule`` (an id, possibly batched) is a local rule."""
+  local_ids = jnp.array([r.credit == "local" for r in rules_lib.rules()])
+  return local_ids[rule]
+
+
+def is_direct(rule: Array) -> Array:
+  """True where ``rule`` is a direct-feedback rule (DFA)."""
+  direct_ids = jnp.array([r.credit == "direct" for r in rules_lib.rules()])
+  return direct_ids[rule]

@@ -1,0 +1,164 @@
+"""Assignments: which rule (and step geometry) each weight layer of a model uses, as data.
+
+An :class:`Assignment` holds two flat dicts keyed by layer path (``"stage1/block0/conv1"``):
+``rule`` (int32 rule ids, see :func:`biojax.rules.rule_names`) and ``geometry`` (0 additive,
+1 exponentiated gradient). It is a pytree, so it can be stacked along a leading population
+axis and passed through ``jax.vmap`` (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from biojax import rules as rules_lib
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class Assignment:
+  """Per-layer rule ids and step geometries (int32 arrays, possibly with leading axes)."""
+
+  rule: dict[str, Array]
+  geometry: dict[str, Array]
+
+  @property
+  def layers(self) -> tuple[str, ...]:
+    return tuple(self.rule)
+
+  def as_collection(self) -> dict:
+    """The nested ``assignment`` variable collection that rule-aware layers read."""
+    flat = {tuple(name.split("/")) + ("rule",): r for name, r in self.rule.items()}
+    return traverse_util.unflatten_dict(flat)
+
+  def describe(self) -> dict[str, str]:
+    """``{layer: "fa"}`` or ``{layer: "usf+eg"}`` for a single (unbatched) assignment."""
+    out = {}
+    for name in self.rule:
+      r = np.asarray(self.rule[name])
+      if r.ndim:
+        raise ValueError("describe() needs a single assignment, not a batch of them.")
+      out[name] = rules_lib.format_rule_spec(int(r), int(np.asarray(self.geometry[name])))
+    return out
+
+
+def weight_layers(variables: Mapping) -> tuple[str, ...]:
+  """Paths of the rule-aware weight layers of a model, in the order they are applied.
+
+  ``variables`` is what ``model.init`` returns (or any dict with its ``feedback``
+  collection): every rule-aware layer keeps rule state there.
+  """
+  if "feedback" not in variables:
+    raise ValueError(
+        "These variables have no 'feedback' collection: initialise the model with "
+        "model.init(...) and pass the whole result (not only variables['params']).")
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
+  layers = []
+  for path in flat:
+    name = "/".join(path[:-1])
+    if path[-1] == "fixed" and name not in layers:
+      layers.append(name)
+  return tuple(layers)
+
+
+def _full(value: int) -> Array:
+  return jnp.asarray(value, jnp.int32)
+
+
+def make_assignment(variables: Mapping, spec: str | Sequence[str] | Mapping[str, str]
+                    ) -> Assignment:
+  """Builds an assignment for the model whose ``variables`` are given.
+
+  Args:
+    variables: the model's variables (``model.init`` output).
+    spec: one rule spec for every layer (``"fa"``, ``"usf+eg"``); a list with one spec per
+      weight layer, in the order of :func:`weight_layers`; or a dict ``{layer: spec}`` naming
+      every layer.
+
+  Raises:
+    ValueError: for an unknown rule name (listing the valid ones), a list of the wrong
+      length, or a dict whose layers do not match the model's (naming the missing and extra
+      layers).
+  """
+  layers = weight_layers(variables)
+  if isinstance(spec, str):
+    specs = dict.fromkeys(layers, spec)
+  elif isinstance(spec, Mapping):
+    check_layers(layers, spec.keys())
+    specs = dict(spec)
+  else:
+    spec = list(spec)
+    if len(spec) != len(layers):
+      raise ValueError(
+          f"The model has {len(layers)} weight layers ({', '.join(layers)}) but {len(spec)} "
+          "rule specs were given.")
+    specs = dict(zip(layers, spec, strict=True))
+  parsed = {name: rules_lib.parse_rule_spec(s) for name, s in specs.items()}
+  return Assignment(
+      rule={name: _full(parsed[name][0]) for name in layers},
+      geometry={name: _full(parsed[name][1]) for name in layers})
+
+
+def random_assignment(key: Array, variables: Mapping,
+                      rules: Sequence[str] | None = None,
+                      geometries: Sequence[str] = ("additive",)) -> Assignment:
+  """An assignment with each layer's rule drawn uniformly from ``rules`` (default: all)."""
+  layers = weight_layers(variables)
+  rule_ids = jnp.asarray(
+      [rules_lib.rule_id(r) for r in (rules or rules_lib.rule_names())], jnp.int32)
+  geometry_ids = jnp.asarray([rules_lib.geometry_id(g) for g in geometries], jnp.int32)
+  rule_key, geometry_key = jax.random.split(key)
+  r = jax.random.choice(rule_key, rule_ids, (len(layers),))
+  g = jax.random.choice(geometry_key, geometry_ids, (len(layers),))
+  return Assignment(rule={n: r[i] for i, n in enumerate(layers)},
+                    geometry={n: g[i] for i, n in enumerate(layers)})
+
+
+def check_layers(expected: Sequence[str], given) -> None:
+  """Raises a ValueError naming missing and extra layers if ``given`` != ``expected``."""
+  missing = [n for n in expected if n not in set(given)]
+  extra = [n for n in given if n not in set(expected)]
+  if missing or extra:
+    parts = []
+    if missing:
+      parts.append(f"missing layers: {', '.join(missing)}")
+    if extra:
+      parts.append(f"extra layers: {', '.join(extra)}")
+    raise ValueError(
+        f"The assignment does not match the model ({'; '.join(parts)}). The model's weight "
+        f"layers are: {', '.join(expected)}.")
+
+
+def validate_assignment(assignment: Assignment, variables: Mapping) -> None:
+  """Checks that ``assignment`` names exactly the model's weight layers."""
+  layers = weight_layers(variables)
+  check_layers(layers, assignment.rule.keys())
+  check_layers(layers, assignment.geometry.keys())
+
+
+def geometry_tree(assignment: Assignment, params: Mapping) -> dict:
+  """A pytree of ``params``' structure: the layer's geometry on each kernel, 0 elsewhere.
+
+  Biases and normalisation parameters always take additive steps (a bias initialised at zero
+  could never move multiplicatively).
+  """
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
+  out = {}
+  for path, leaf in flat.items():
+    layer = "/".join(path[:-1])
+    if path[-1] == "kernel" and layer in assignment.geometry:
+      out[path] = jnp.asarray(assignment.geometry[layer], jnp.int32)
+    else:
+      out[path] = jnp.zeros((), jnp.int32)
+  return traverse_util.unflatten_dict(out)
+
+
+def stack(assignments: Sequence[Assignment]) -> Assignment:
+  """Stacks assignments along a new leading (population) axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *assignments)

@@ -1,0 +1,185 @@
+"""Rule-aware Flax (Linen) layers.
+
+``Dense`` and ``Conv`` compute the usual forward pass. When the variables passed to
+``apply`` hold an ``assignment`` collection, their backward pass follows the rule of the layer
+(an integer read from that collection; DESIGN.md section 2) through
+:func:`biojax.nn._credit.credit`. Without it (evaluation, adversarial attacks) the layer is a
+plain differentiable function, and ``jax.grad`` gives the true gradient.
+
+Variable collections of a layer (DESIGN.md section 3):
+
+* ``params``: ``kernel`` (and ``bias``);
+* ``feedback``: rule state, never touched by an optimizer: ``fixed`` (FA matrix, frSF
+  magnitudes), ``learned`` (Kolen-Pollack matrix) and, for layers created with
+  ``dfa_classes``, ``direct`` (the DFA matrix, ``(classes, *output_shape)``);
+* ``assignment``: ``rule``, an int32 scalar, supplied by :class:`biojax.nn.Assignment`.
+
+A hidden layer marks where its post-activation output is with :meth:`tap`; DFA injects the
+output error there (so the activation supplies ``f'(a)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from biojax import rules as rules_lib
+from biojax.nn import _credit
+
+Array = jax.Array
+DFA_TAPS = "dfa_taps"
+
+
+def dense_forward(x: Array, w: Array) -> Array:
+  return jnp.dot(x, w)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvForward:
+  """``forward(x, w)`` of a convolution (NHWC inputs, HWIO kernels); hashable, so static."""
+
+  strides: tuple[int, ...]
+  padding: str | tuple[tuple[int, int], ...]
+  kernel_dilation: tuple[int, ...]
+  feature_group_count: int
+
+  def __call__(self, x: Array, w: Array) -> Array:
+    spatial = "HW" if x.ndim == 4 else "H" if x.ndim == 3 else None
+    if spatial is None:
+      raise ValueError(f"Conv expects (batch, H, W, C) or (batch, L, C) inputs, got {x.shape}.")
+    layout = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    return jax.lax.conv_general_dilated(
+        x, w, window_strides=self.strides, padding=self.padding,
+        rhs_dilation=self.kernel_dilation, dimension_numbers=layout,
+        feature_group_count=self.feature_group_count)
+
+
+class _RuleAware(nn.Module):
+  """Shared machinery of the rule-aware layers."""
+
+  def _rule_forward(self, forward, x: Array, kernel: Array, bias: Array | None,
+                    options: rules_lib.RuleOptions, dfa_classes: int | None) -> Array:
+    state = {
+        "fixed": self.variable(
+            "feedback", "fixed",
+            lambda: rules_lib.random_feedback(self.make_rng("params"), kernel.shape,
+                                              kernel.dtype)).value,
+        "learned": self.variable(
+            "feedback", "learned",
+            lambda: rules_lib.random_feedback(self.make_rng("params"), kernel.shape,
+                                              kernel.dtype)).value,
+    }
+    if not self.has_variable("assignment", "rule"):
+      y = forward(x, kernel)  # plain forward: true gradients
+      rule = None
+    else:
+      rule = self.get_variable("assignment", "rule")
+      if not self.has_rng("feedback"):
+        raise ValueError(
+            f"Layer {'/'.join(self.scope.path)} has a rule assignment but no 'feedback' PRNG "
+            "stream: call apply(..., rngs={'feedback': key}) (biojax.learning_signal does).")
+      b = _credit.feedback_matrix(rule, kernel, state, self.make_rng("feedback"))
+      y = _credit.credit(forward, options, x, kernel, b, rule)
+    if bias is not None:
+      if rule is not None:
+        # A local rule's update comes from the layer alone: no error reaches the bias.
+        bias = jnp.where(_credit.is_local(rule), jax.lax.stop_gradient(bias), bias)
+      y = y + bias
+    if dfa_classes is not None:
+      self.variable(
+          "feedback", "direct",
+          lambda: rules_lib.init_direct_feedback(self.make_rng("params"), dfa_classes,
+                                                 y.shape[1:], y.dtype))
+    return y
+
+  def tap(self, h: Array) -> Array:
+    """Marks ``h``, this layer's post-activation output, as the DFA injection point.
+
+    The value is returned unchanged. In training, if the layer's rule is DFA the error that
+    arrives from above is discarded here and ``e B_l`` is injected instead (by
+    :func:`biojax.learning_signal`); for every other rule the tap does nothing.
+    """
+    if not self.has_variable("assignment", "rule"):
+      return h
+    if not self.has_variable("feedback", "direct"):
+      raise ValueError(
+          f"Layer {'/'.join(self.scope.path)}: tap() needs the layer to be created with "
+          "dfa_classes=<number of classes>.")
+    rule = self.get_variable("assignment", "rule")
+    self.sow(DFA_TAPS, "h", h)
+    return jnp.where(_credit.is_direct(rule), jax.lax.stop_gradient(h), h)
+
+
+class Dense(_RuleAware):
+  """A dense layer ``y = x W + b`` whose learning follows its assigned rule.
+
+  Attributes:
+    features: output size.
+    use_bias: add a bias.
+    dfa_classes: number of classes of the network's output; set it on hidden layers so that
+      the layer can learn by DFA (it creates the ``direct`` feedback matrix).
+    options: static rule hyper-parameters.
+  """
+
+  features: int
+  use_bias: bool = True
+  dfa_classes: int | None = None
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  options: rules_lib.RuleOptions = rules_lib.RuleOptions()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+    bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+    return self._rule_forward(dense_forward, x, kernel, bias, self.options, self.dfa_classes)
+
+
+class Conv(_RuleAware):
+  """A convolution (NHWC) whose learning follows its assigned rule.
+
+  Supports stride, padding (``"SAME"``, ``"VALID"`` or explicit pairs), kernel dilation and
+  feature groups (``feature_group_count = in_channels`` gives a depthwise convolution; with a
+  following 1x1 ``Conv`` a separable one). Attributes as :class:`Dense`.
+  """
+
+  features: int
+  kernel_size: Sequence[int] = (3, 3)
+  strides: int | Sequence[int] = 1
+  padding: str | int | Sequence[tuple[int, int]] = "SAME"
+  kernel_dilation: int | Sequence[int] = 1
+  feature_group_count: int = 1
+  use_bias: bool = True
+  dfa_classes: int | None = None
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  options: rules_lib.RuleOptions = rules_lib.RuleOptions()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    window = tuple(self.kernel_size)
+    n = len(window)
+
+    def as_tuple(v):
+      return (v,) * n if isinstance(v, int) else tuple(v)
+
+    padding = self.padding
+    if isinstance(padding, int):
+      padding = ((padding, padding),) * n
+    elif not isinstance(padding, str):
+      padding = tuple(tuple(p) for p in padding)
+    in_features = x.shape[-1]
+    if in_features % self.feature_group_count or self.features % self.feature_group_count:
+      raise ValueError(
+          f"feature_group_count={self.feature_group_count} must divide both the input "
+          f"channels ({in_features}) and the output channels ({self.features}).")
+    kernel = self.param("kernel", self.kernel_init,
+                        (*window, in_features // self.feature_group_count, self.features))
+    bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+    forward = ConvForward(as_tuple(self.strides), padding, as_tuple(self.kernel_dilation),
+                          self.feature_group_count)
+    return self._rule_forward(forward, x, kernel, bias, self.options, self.dfa_classes)

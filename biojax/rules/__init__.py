@@ -1,0 +1,58 @@
+"""Learning rules as small pure functions, registered once by name.
+
+Feedback-path rules (``bp fa usf brsf frsf kp``) give the matrix ``B`` that carries error to
+the layer below; ``dfa`` sends the output error directly; ``softhebb`` is local. The step
+geometry ``eg`` (exponentiated gradient) combines with any of them. See docs/rules.md.
+"""
+
+from biojax.rules import _builtin  # noqa: F401  (registers the built-in rules)
+from biojax.rules._dfa import direct_feedback, init_direct_feedback
+from biojax.rules._eg import (
+    exponentiated_gradient,
+    exponentiated_update,
+    multiplicative,
+    multiplicative_step,
+)
+from biojax.rules._feedback import (
+    bp_feedback,
+    brsf_feedback,
+    fa_feedback,
+    fans,
+    frsf_feedback,
+    glorot_std,
+    init_feedback_state,
+    kp_feedback,
+    kp_feedback_update,
+    random_feedback,
+    usf_feedback,
+)
+from biojax.rules._options import RuleOptions
+from biojax.rules._registry import (
+    GEOMETRIES,
+    Rule,
+    format_rule_spec,
+    geometry_id,
+    get_rule,
+    parse_rule_spec,
+    register,
+    rule_id,
+    rule_names,
+    rules,
+)
+from biojax.rules._softhebb import (
+    dense_forward,
+    softhebb_delta,
+    softhebb_postsynaptic,
+    softhebb_rate,
+    softhebb_update,
+)
+
+__all__ = [
+    "GEOMETRIES", "Rule", "RuleOptions", "bp_feedback", "brsf_feedback", "dense_forward",
+    "direct_feedback", "exponentiated_gradient", "exponentiated_update", "fa_feedback", "fans",
+    "format_rule_spec", "frsf_feedback", "geometry_id", "get_rule", "glorot_std",
+    "init_direct_feedback", "init_feedback_state", "kp_feedback", "kp_feedback_update",
+    "multiplicative", "multiplicative_step", "parse_rule_spec", "random_feedback", "register",
+    "rule_id", "rule_names", "rules", "softhebb_delta", "softhebb_postsynaptic", "softhebb_rate",
+    "softhebb_update", "usf_feedback",
+]

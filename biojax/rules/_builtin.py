@@ -1,0 +1,30 @@
+"""Registers the built-in rules. The order fixes their integer ids: append, never reorder."""
+
+from biojax.rules import _feedback, _softhebb
+from biojax.rules._registry import Rule, register
+
+register(Rule("bp", "feedback", _feedback.bp_feedback, "Rumelhart, Hinton & Williams 1986",
+              "back-propagation: B = W"))
+register(Rule("fa", "feedback", _feedback.fa_feedback, "Lillicrap et al. 2016",
+              "feedback alignment: fixed random B"))
+register(Rule("usf", "feedback", _feedback.usf_feedback, "Xiao et al. 2018",
+              "uniform sign-concordant: B = sign(W) sqrt(2/(fan_in+fan_out))"))
+register(Rule("brsf", "feedback", _feedback.brsf_feedback, "Xiao et al. 2018",
+              "batchwise random-magnitude sign-concordant: B = |R_t| sign(W)"))
+register(Rule("frsf", "feedback", _feedback.frsf_feedback, "Xiao et al. 2018",
+              "fixed random-magnitude sign-concordant: B = |R| sign(W)"))
+register(Rule("kp", "feedback", _feedback.kp_feedback, "Akrout et al. 2019",
+              "Kolen-Pollack: B learned with W's update plus decay, B -> W"))
+register(Rule("dfa", "direct", None, "Nokland 2016",
+              "direct feedback alignment: output error through fixed random B_l"))
+
+
+def _softhebb_local_update(forward, x, w, options):
+  return _softhebb.softhebb_update(
+      forward, x, w, temperature=options.softhebb_temperature,
+      anti_hebbian=options.softhebb_anti_hebbian, normalize=options.softhebb_normalize)
+
+
+register(Rule("softhebb", "local", None, "Journe et al. 2023",
+              "soft winner-take-all Hebbian plasticity, no feedback",
+              local_update=_softhebb_local_update))
