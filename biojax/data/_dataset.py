@@ -75,9 +75,9 @@ def pad_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray,
   b, height, width, _ = images.shape
   if padding:
     padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    rows = offsets[:, 0, None] + np.arange(height)  # (b, H)
-    cols = offsets[:, 1, None] + np.arange(width)  # (b, W)
-    images = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    # (b, 2p+1, 2p+1, C, H, W) view of every crop; pick one per example.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (height, width), axis=(1, 2))
+    images = windows[np.arange(b), offsets[:, 0], offsets[:, 1]].transpose(0, 2, 3, 1)
   return np.where(flips[:, None, None, None], images[:, :, ::-1], images)
 
 

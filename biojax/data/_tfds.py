@@ -1,4 +1,4 @@
-"""TensorFlow Datasets access. TensorFlow is imported here only, lazily, when a TFDS data set is read.
+"""TensorFlow Datasets access. TensorFlow is imported here only, lazily, when TFDS is read.
 
 Nothing ever downloads at run time: a data set that is not prepared in ``data_dir`` raises
 :class:`DatasetNotFoundError` with the command that prepares it.

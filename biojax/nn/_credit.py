@@ -32,15 +32,19 @@ def feedback_matrix(rule: Array, w: Array, state: dict, key: Array) -> Array:
   (``B = W``: a layer below that is itself DFA ignores it); a ``local`` layer sends none
   (``B = 0``).
   """
-  branches = []
+  # Rules that share a branch (bp and dfa pass W; local rules pass zeros) share one copy of
+  # it in the compiled program: a lookup table maps rule ids to distinct branches.
+  branches = {"transport": lambda w_: w_, "none": jnp.zeros_like}
+  table = []
   for r in rules_lib.rules():
-    if r.credit == "feedback":
-      branches.append(functools.partial(r.feedback, state=state, key=key))
-    elif r.credit == "direct":
-      branches.append(lambda w_: w_)
+    if r.credit == "feedback" and r.feedback is not rules_lib.bp_feedback:
+      branches[r.name] = functools.partial(r.feedback, state=state, key=key)
+      table.append(r.name)
     else:
-      branches.append(jnp.zeros_like)
-  return jax.lax.switch(rule, branches, w)
+      table.append("transport" if r.credit != "local" else "none")
+  names = list(branches)
+  index = jnp.asarray([names.index(t) for t in table], jnp.int32)[rule]
+  return jax.lax.switch(index, [branches[n] for n in names], w)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -63,13 +67,14 @@ def _credit_bwd(forward, options, residuals, delta):
     _, transpose_w = jax.vjp(lambda w_: forward(x, w_), w)
     return transpose_w(delta)[0]
 
-  branches = []
+  branches, table = [error_driven], []
   for r in rules_lib.rules():
     if r.credit == "local":
       branches.append(functools.partial(r.local_update, forward, x, w, options))
+      table.append(len(branches) - 1)
     else:
-      branches.append(error_driven)
-  dw = jax.lax.switch(rule, branches)
+      table.append(0)
+  dw = jax.lax.switch(jnp.asarray(table, jnp.int32)[rule], branches)
   return dx, dw, jnp.zeros_like(b), None
 
 

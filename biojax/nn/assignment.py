@@ -23,14 +23,15 @@ Array = jax.Array
 
 @flax.struct.dataclass
 class Assignment:
-  """Per-layer rule ids and step geometries (int32 arrays, possibly with leading axes)."""
+  """Per-layer rule ids and step geometries (int32 arrays, possibly with leading axes).
+
+  ``layers`` (static metadata) keeps the weight layers in the order the model applies them:
+  JAX transformations return dicts with sorted keys, so the dicts' own order is not it.
+  """
 
   rule: dict[str, Array]
   geometry: dict[str, Array]
-
-  @property
-  def layers(self) -> tuple[str, ...]:
-    return tuple(self.rule)
+  layers: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
   def as_collection(self) -> dict:
     """The nested ``assignment`` variable collection that rule-aware layers read."""
@@ -40,7 +41,7 @@ class Assignment:
   def describe(self) -> dict[str, str]:
     """``{layer: "fa"}`` or ``{layer: "usf+eg"}`` for a single (unbatched) assignment."""
     out = {}
-    for name in self.rule:
+    for name in self.layers or tuple(self.rule):
       r = np.asarray(self.rule[name])
       if r.ndim:
         raise ValueError("describe() needs a single assignment, not a batch of them.")
@@ -52,7 +53,10 @@ def weight_layers(variables: Mapping) -> tuple[str, ...]:
   """Paths of the rule-aware weight layers of a model, in the order they are applied.
 
   ``variables`` is what ``model.init`` returns (or any dict with its ``feedback``
-  collection): every rule-aware layer keeps rule state there.
+  collection): every rule-aware layer keeps rule state there. The order is the insertion
+  order of that dict, which ``model.init`` makes the order of application; JAX
+  transformations (``jit``, ``tree.map``, ``eval_shape``) return dicts with sorted keys, so
+  after them use ``assignment.layers`` or ``state.assignment.layers`` instead.
   """
   if "feedback" not in variables:
     raise ValueError(
@@ -102,7 +106,7 @@ def make_assignment(variables: Mapping, spec: str | Sequence[str] | Mapping[str,
   parsed = {name: rules_lib.parse_rule_spec(s) for name, s in specs.items()}
   return Assignment(
       rule={name: _full(parsed[name][0]) for name in layers},
-      geometry={name: _full(parsed[name][1]) for name in layers})
+      geometry={name: _full(parsed[name][1]) for name in layers}, layers=layers)
 
 
 def random_assignment(key: Array, variables: Mapping,
@@ -117,7 +121,7 @@ def random_assignment(key: Array, variables: Mapping,
   r = jax.random.choice(rule_key, rule_ids, (len(layers),))
   g = jax.random.choice(geometry_key, geometry_ids, (len(layers),))
   return Assignment(rule={n: r[i] for i, n in enumerate(layers)},
-                    geometry={n: g[i] for i, n in enumerate(layers)})
+                    geometry={n: g[i] for i, n in enumerate(layers)}, layers=layers)
 
 
 def check_layers(expected: Sequence[str], given) -> None:
@@ -159,6 +163,7 @@ def geometry_tree(assignment: Assignment, params: Mapping) -> dict:
   return traverse_util.unflatten_dict(out)
 
 
-def stack(assignments: Sequence[Assignment]) -> Assignment:
-  """Stacks assignments along a new leading (population) axis."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *assignments)
+def stack(trees: Sequence):
+  """Stacks pytrees of equal structure (assignments, train states) along a new leading
+  (population) axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
