@@ -33,7 +33,7 @@ def alignment(variables: Mapping, assignment: Assignment, key: Array) -> dict[st
   feedback = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
   has_matrix = jnp.array([r.credit == "feedback" for r in rules_lib.rules()])
   out = {}
-  for i, layer in enumerate(assignment.rule):
+  for i, layer in enumerate(assignment.layers or tuple(assignment.rule)):
     path = tuple(layer.split("/"))
     w = params[(*path, "kernel")]
     state = {"fixed": feedback[(*path, "fixed")], "learned": feedback[(*path, "learned")]}

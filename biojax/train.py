@@ -98,9 +98,15 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
-                    options: rules_lib.RuleOptions = rules_lib.RuleOptions(),
+                    options: rules_lib.RuleOptions | None = None,
                     loss_fn: Callable = learning.cross_entropy) -> Callable:
-  """``train_step(state, batch, key) -> (state, metrics)`` (pure; wrap in ``jax.jit``)."""
+  """``train_step(state, batch, key) -> (state, metrics)`` (pure; wrap in ``jax.jit``).
+
+  ``options`` defaults to the model's own ``options`` attribute (the biojax models have one),
+  so the layers and the rule-state update see the same hyper-parameters.
+  """
+  if options is None:
+    options = getattr(model, "options", None) or rules_lib.RuleOptions()
 
   def train_step(state: TrainState, batch: Mapping, key: Array):
     updates, new_vars, metrics = learning.learning_signal(
@@ -120,7 +126,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
 
 def make_eval_step(model: nn.Module, loss_fn: Callable = learning.cross_entropy) -> Callable:
   """``eval_step(state, batch) -> metrics`` with sums (``loss_sum``, ``correct``, ``count``)
-  so that metrics over many batches add up exactly."""
+  so that metrics over many batches add up exactly.
+
+  If the batch has a ``mask`` (float, 1 for real examples, 0 for padding, as in
+  ``Dataset.eval_batches``), every sum is weighted by it, so padding never counts.
+  """
 
   def eval_step(state: TrainState, batch: Mapping):
     variables = {"params": state.params}
@@ -129,8 +139,10 @@ def make_eval_step(model: nn.Module, loss_fn: Callable = learning.cross_entropy)
     logits = model.apply({**variables, "feedback": state.feedback}, batch["image"],
                          train=False)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    return {"loss_sum": losses.sum(),
-            "correct": jnp.sum(jnp.argmax(logits, -1) == batch["label"]),
-            "count": jnp.asarray(batch["label"].shape[0])}
+    mask = batch.get("mask")
+    mask = jnp.ones(losses.shape, losses.dtype) if mask is None else mask.astype(losses.dtype)
+    hits = (jnp.argmax(logits, -1) == batch["label"]).astype(losses.dtype)
+    return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(hits * mask),
+            "count": jnp.sum(mask)}
 
   return eval_step

@@ -207,8 +207,11 @@ def test_weight_layers_in_order_of_application():
   assert layers == ("stem", "stage1_block0/conv1", "stage1_block0/conv2", "stage2_block0/conv1",
                     "stage2_block0/conv2", "stage3_block0/conv1", "stage3_block0/conv2",
                     "classifier")
+  # JAX transformations sort dict keys; the order is recorded in the variables and survives.
+  assert bnn.weight_layers(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))) \
+      == layers
   assignment = bnn.make_assignment(variables, "fa")
-  jitted = jax.jit(lambda a: a)(assignment)  # JAX sorts dict keys; the order survives
+  jitted = jax.jit(lambda a: a)(assignment)
   assert jitted.layers == layers and tuple(jitted.describe()) == layers
 
 

@@ -53,22 +53,23 @@ def weight_layers(variables: Mapping) -> tuple[str, ...]:
   """Paths of the rule-aware weight layers of a model, in the order they are applied.
 
   ``variables`` is what ``model.init`` returns (or any dict with its ``feedback``
-  collection): every rule-aware layer keeps rule state there. The order is the insertion
-  order of that dict, which ``model.init`` makes the order of application; JAX
-  transformations (``jit``, ``tree.map``, ``eval_shape``) return dicts with sorted keys, so
-  after them use ``assignment.layers`` or ``state.assignment.layers`` instead.
+  collection, also after ``jit``, ``vmap`` or a checkpoint round trip): every rule-aware layer
+  keeps its rule state and its position (``feedback/<layer>/order``) there.
   """
   if "feedback" not in variables:
     raise ValueError(
         "These variables have no 'feedback' collection: initialise the model with "
         "model.init(...) and pass the whole result (not only variables['params']).")
   flat = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
-  layers = []
-  for path in flat:
-    name = "/".join(path[:-1])
-    if path[-1] == "fixed" and name not in layers:
-      layers.append(name)
-  return tuple(layers)
+  layers = {}
+  for path, value in flat.items():
+    if path[-1] == "order":
+      try:
+        layers["/".join(path[:-1])] = int(np.asarray(value).ravel()[0])
+      except (TypeError, jax.errors.ConcretizationTypeError):
+        # Abstract values (eval_shape, tracing): fall back to the dict's own order.
+        layers["/".join(path[:-1])] = len(layers)
+  return tuple(sorted(layers, key=layers.get))
 
 
 def _full(value: int) -> Array:
@@ -114,6 +115,8 @@ def random_assignment(key: Array, variables: Mapping,
                       geometries: Sequence[str] = ("additive",)) -> Assignment:
   """An assignment with each layer's rule drawn uniformly from ``rules`` (default: all)."""
   layers = weight_layers(variables)
+  if rules is not None and not list(rules):
+    raise ValueError("random_assignment: `rules` is empty; give at least one rule name.")
   rule_ids = jnp.asarray(
       [rules_lib.rule_id(r) for r in (rules or rules_lib.rule_names())], jnp.int32)
   geometry_ids = jnp.asarray([rules_lib.geometry_id(g) for g in geometries], jnp.int32)
@@ -154,7 +157,7 @@ def geometry_tree(assignment: Assignment, params: Mapping) -> dict:
   """
   flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
   out = {}
-  for path, leaf in flat.items():
+  for path in flat:
     layer = "/".join(path[:-1])
     if path[-1] == "kernel" and layer in assignment.geometry:
       out[path] = jnp.asarray(assignment.geometry[layer], jnp.int32)

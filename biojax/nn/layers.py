@@ -11,7 +11,8 @@ Variable collections of a layer (DESIGN.md section 3):
 * ``params``: ``kernel`` (and ``bias``);
 * ``feedback``: rule state, never touched by an optimizer: ``fixed`` (FA matrix, frSF
   magnitudes), ``learned`` (Kolen-Pollack matrix) and, for layers created with
-  ``dfa_classes``, ``direct`` (the DFA matrix, ``(classes, *output_shape)``);
+  ``dfa_classes``, ``direct`` (the DFA matrix, ``(classes, *output_shape)``); plus ``order``,
+  the layer's position in the order of application (an int32 that never changes);
 * ``assignment``: ``rule``, an int32 scalar, supplied by :class:`biojax.nn.Assignment`.
 
 A hidden layer marks where its post-activation output is with :meth:`tap`; DFA injects the
@@ -21,6 +22,7 @@ output error there (so the activation supplies ``f'(a)``).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -58,11 +60,25 @@ class ConvForward:
         feature_group_count=self.feature_group_count)
 
 
+# Position of each rule-aware layer in the order of application, counted per model.init
+# (keyed by the root scope). Stored as feedback/<layer>/order so that it survives JAX
+# transformations, which sort dict keys.
+_LAYER_COUNT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _next_layer_index(scope) -> int:
+  root = scope.root
+  index = _LAYER_COUNT.get(root, 0)
+  _LAYER_COUNT[root] = index + 1
+  return index
+
+
 class _RuleAware(nn.Module):
   """Shared machinery of the rule-aware layers."""
 
   def _rule_forward(self, forward, x: Array, kernel: Array, bias: Array | None,
                     options: rules_lib.RuleOptions, dfa_classes: int | None) -> Array:
+    self.variable("feedback", "order", lambda: jnp.int32(_next_layer_index(self.scope)))
     state = {
         "fixed": self.variable(
             "feedback", "fixed",
