@@ -90,7 +90,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
   if not isinstance(assignment, Assignment):
     from biojax.nn.assignment import make_assignment
     assignment = make_assignment(variables, assignment)
-  validate_assignment(assignment, variables)
+  validate_assignment(assignment, variables, getattr(model, "options", None))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     feedback=variables["feedback"],

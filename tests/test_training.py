@@ -224,3 +224,22 @@ def test_alignment_diagnostic():
   expected = np.degrees(np.arccos(np.abs(w).sum() / (np.sqrt(w.size) * np.linalg.norm(w))))
   np.testing.assert_allclose(out["dense_1"]["angle"], expected, rtol=1e-4)
   assert np.isnan(out["classifier"]["angle"])
+
+
+def test_rule_universe_restricts_branches_and_is_checked():
+  options = rules.RuleOptions(rules=("bp", "fa", "usf"))
+  model = bnn.MLP(num_classes=4, hidden=(32, 32), options=options)
+  tx = biojax.make_optimizer("sgd", 0.1)
+  state = biojax.create_train_state(model, tx, jax.random.key(0), jnp.asarray(X[:2]),
+                                    ["fa", "usf", "bp"])
+  # Same updates as the model compiled with every rule.
+  full_state = init_state(["fa", "usf", "bp"], optimizer="sgd", lr=0.1)
+  u_small, _, _ = jax.jit(biojax.learning_signal, static_argnums=0)(
+      model, state.variables(), batch(0), state.assignment, jax.random.key(0))
+  u_full, _, _ = jax.jit(biojax.learning_signal, static_argnums=0)(
+      MODEL, full_state.variables(), batch(0), full_state.assignment, jax.random.key(0))
+  chex.assert_trees_all_close(u_small, u_full, atol=1e-7)
+  with pytest.raises(ValueError, match="'kp'.*RuleOptions"):
+    biojax.create_train_state(model, tx, jax.random.key(0), jnp.asarray(X[:2]), "kp")
+  with pytest.raises(ValueError, match="Unknown learning rule 'hebb'"):
+    rules.RuleOptions(rules=("bp", "hebb"))

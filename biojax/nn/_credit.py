@@ -5,8 +5,9 @@ A rule-aware layer computes ``y = forward(x, W)`` with ``forward`` linear in eac
 
 * sends the error to the layer below through the matrix ``B`` that the layer's rule produces
   (``vjp_x forward(., B)``), and
-* gives ``W`` the local update ``vjp_W forward(x, .)(delta)`` for error-driven rules, or the
-  rule's own ``local_update`` for local rules (SoftHebb).
+* gives ``W`` the local update ``vjp_W forward(x, .)(delta)`` for error-driven rules, or, for
+  local rules (SoftHebb), the rule's ``local_update`` from the pre x post term
+  ``vjp_W forward(x, .)(s)`` with the rule's postsynaptic signal ``s = local_signal(u)``.
 
 The rule is an integer (data); both choices are ``lax.switch`` over the registry, so one
 compiled program serves every assignment, and ``jax.vmap`` over rule ids trains candidates
@@ -25,7 +26,8 @@ from biojax import rules as rules_lib
 Array = jax.Array
 
 
-def feedback_matrix(rule: Array, w: Array, state: dict, key: Array) -> Array:
+def feedback_matrix(rule: Array, w: Array, state: dict, key: Array,
+                    options: rules_lib.RuleOptions | None = None) -> Array:
   """The matrix ``B`` that carries the error below a layer with rule id ``rule``.
 
   Feedback rules give their own ``B``; a ``direct`` (DFA) layer passes its error down exactly
@@ -37,12 +39,16 @@ def feedback_matrix(rule: Array, w: Array, state: dict, key: Array) -> Array:
   branches = {"transport": lambda w_: w_, "none": jnp.zeros_like}
   table = []
   for r in rules_lib.rules():
-    if r.credit == "feedback" and r.feedback is not rules_lib.bp_feedback:
+    if options is not None and not options.allows(r.name):
+      table.append("transport")  # never selected: assignments are checked against options
+    elif r.credit == "feedback" and r.feedback is not rules_lib.bp_feedback:
       branches[r.name] = functools.partial(r.feedback, state=state, key=key)
       table.append(r.name)
     else:
       table.append("transport" if r.credit != "local" else "none")
-  names = list(branches)
+  names = [n for n in branches if n in table]
+  if len(names) == 1:
+    return branches[names[0]](w)
   index = jnp.asarray([names.index(t) for t in table], jnp.int32)[rule]
   return jax.lax.switch(index, [branches[n] for n in names], w)
 
@@ -55,26 +61,36 @@ def credit(forward, options, x, w, b, rule):
 
 
 def _credit_fwd(forward, options, x, w, b, rule):
-  return forward(x, w), (x, w, b, rule)
+  u = forward(x, w)
+  return u, (x, w, b, rule, u)
+
+
+def _local_rules(options):
+  return [r for r in rules_lib.rules() if r.credit == "local" and options.allows(r.name)]
 
 
 def _credit_bwd(forward, options, residuals, delta):
-  x, w, b, rule = residuals
+  x, w, b, rule, u = residuals
   _, transpose_x = jax.vjp(lambda x_: forward(x_, b), x)
   (dx,) = transpose_x(delta)
-
-  def error_driven():
-    _, transpose_w = jax.vjp(lambda w_: forward(x, w_), w)
-    return transpose_w(delta)[0]
-
-  branches, table = [error_driven], []
+  _, transpose_w = jax.vjp(lambda w_: forward(x, w_), w)
+  local = _local_rules(options)
+  if not local:
+    return dx, transpose_w(delta)[0], jnp.zeros_like(b), None
+  # Branch 0: error-driven (the signal is the error delta, the update x^T delta); branch k:
+  # the k-th local rule. Only elementwise work is inside lax.switch: the one transposed
+  # product (x^T signal) is outside, because XLA on CPU runs a convolution inside a
+  # conditional tens of times slower (measured: docs/performance.md).
+  table = []
   for r in rules_lib.rules():
-    if r.credit == "local":
-      branches.append(functools.partial(r.local_update, forward, x, w, options))
-      table.append(len(branches) - 1)
-    else:
-      table.append(0)
-  dw = jax.lax.switch(jnp.asarray(table, jnp.int32)[rule], branches)
+    table.append(1 + local.index(r) if r in local else 0)
+  index = jnp.asarray(table, jnp.int32)[rule]
+  signals = [lambda: delta] + [functools.partial(r.local_signal, u, options) for r in local]
+  signal = jax.lax.switch(index, signals)
+  (pre_post,) = transpose_w(signal)
+  updates = [lambda: pre_post] + [
+      functools.partial(r.local_update, pre_post, w, u, signal, options) for r in local]
+  dw = jax.lax.switch(index, updates)
   return dx, dw, jnp.zeros_like(b), None
 
 

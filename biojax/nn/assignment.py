@@ -142,11 +142,21 @@ def check_layers(expected: Sequence[str], given) -> None:
         f"layers are: {', '.join(expected)}.")
 
 
-def validate_assignment(assignment: Assignment, variables: Mapping) -> None:
-  """Checks that ``assignment`` names exactly the model's weight layers."""
+def validate_assignment(assignment: Assignment, variables: Mapping,
+                        options: rules_lib.RuleOptions | None = None) -> None:
+  """Checks that ``assignment`` names exactly the model's weight layers and, given the
+  model's ``options``, uses only the rules that its compiled programs contain."""
   layers = weight_layers(variables)
   check_layers(layers, assignment.rule.keys())
   check_layers(layers, assignment.geometry.keys())
+  if options is not None and options.rules is not None:
+    allowed = {rules_lib.rule_id(n) for n in options.rules}
+    for layer, ids in assignment.rule.items():
+      for r in np.unique(np.asarray(ids)):
+        if int(r) not in allowed:
+          raise ValueError(
+              f"Layer {layer} is assigned {rules_lib.get_rule(int(r)).name!r}, but the model "
+              f"was built with RuleOptions(rules={options.rules}); add it there.")
 
 
 def geometry_tree(assignment: Assignment, params: Mapping) -> dict:

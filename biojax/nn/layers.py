@@ -98,7 +98,7 @@ class _RuleAware(nn.Module):
         raise ValueError(
             f"Layer {'/'.join(self.scope.path)} has a rule assignment but no 'feedback' PRNG "
             "stream: call apply(..., rngs={'feedback': key}) (biojax.learning_signal does).")
-      b = _credit.feedback_matrix(rule, kernel, state, self.make_rng("feedback"))
+      b = _credit.feedback_matrix(rule, kernel, state, self.make_rng("feedback"), options)
       y = _credit.credit(forward, options, x, kernel, b, rule)
     if bias is not None:
       if rule is not None:

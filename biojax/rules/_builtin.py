@@ -19,12 +19,16 @@ register(Rule("dfa", "direct", None, "Nokland 2016",
               "direct feedback alignment: output error through fixed random B_l"))
 
 
-def _softhebb_local_update(forward, x, w, options):
-  return _softhebb.softhebb_update(
-      forward, x, w, temperature=options.softhebb_temperature,
-      anti_hebbian=options.softhebb_anti_hebbian, normalize=options.softhebb_normalize)
+def _softhebb_signal(u, options):
+  return _softhebb.softhebb_postsynaptic(u, options.softhebb_temperature,
+                                         options.softhebb_anti_hebbian)
+
+
+def _softhebb_update(hebbian, w, u, y, options):
+  delta = _softhebb.softhebb_delta_from_hebbian(hebbian, w, u, y)
+  return _softhebb.softhebb_finish(delta, w, options.softhebb_normalize)
 
 
 register(Rule("softhebb", "local", None, "Journe et al. 2023",
               "soft winner-take-all Hebbian plasticity, no feedback",
-              local_update=_softhebb_local_update))
+              local_signal=_softhebb_signal, local_update=_softhebb_update))

@@ -14,12 +14,30 @@ class RuleOptions:
     softhebb_anti_hebbian: negate the plasticity signal of the losing neurons.
     softhebb_normalize: divide each update by its largest magnitude, as the authors' code.
     kp_decay: ``lambda`` of Kolen-Pollack; ``B - W`` shrinks by ``1 - lambda`` per step.
+    rules: the rules that assignments may use (``None``: every registered rule). Compiled
+      programs contain branches for these rules only; any assignment within them runs
+      without recompiling. Leaving out the local rules (SoftHebb) when no layer uses them
+      removes a conditional from every backward pass, which XLA on CPU runs slowly
+      (docs/performance.md).
   """
 
   softhebb_temperature: float = 1.0
   softhebb_anti_hebbian: bool = True
   softhebb_normalize: bool = True
   kp_decay: float = 1e-3
+  rules: tuple[str, ...] | None = None
+
+  def __post_init__(self):
+    if self.rules is not None:
+      from biojax.rules._registry import rule_id
+      object.__setattr__(self, "rules", tuple(self.rules))
+      for name in self.rules:
+        rule_id(name)  # raises, listing the valid names
+      if not self.rules:
+        raise ValueError("RuleOptions.rules is empty: name at least one rule, or None for all.")
+
+  def allows(self, name: str) -> bool:
+    return self.rules is None or name in self.rules
 
   @classmethod
   def from_dict(cls, values: dict | None) -> RuleOptions:
@@ -30,4 +48,6 @@ class RuleOptions:
       raise ValueError(
           f"Unknown rule option(s) {', '.join(unknown)}. Valid options: {', '.join(sorted(known))}."
       )
+    if values.get("rules") is not None:
+      values["rules"] = tuple(values["rules"])
     return cls(**values)

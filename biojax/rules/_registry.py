@@ -27,9 +27,15 @@ class Rule:
       every batch.
     citation: the paper that defines the rule.
     summary: one line for tables and error messages.
-    local_update: for ``"local"`` rules, ``local_update(forward, x, w, options) -> update``
-      giving the layer's pseudo-gradient (the optimizer subtracts it) from the layer's
-      forward function ``forward(x, w)``, its input and its weight alone.
+    local_signal: for ``"local"`` rules, ``local_signal(u, options) -> s``: the postsynaptic
+      plasticity signal of each output unit, from the layer's pre-activation ``u`` (the
+      shape of ``u``).
+    local_update: for ``"local"`` rules, ``local_update(hebbian, w, u, s, options) -> update``:
+      the layer's pseudo-gradient (the optimizer subtracts it) from the pre x post term
+      ``hebbian = sum x s`` (``x^T s`` for a dense layer; computed by the layer with the
+      same transposed product that error-driven rules use for ``x^T delta``), the weight,
+      ``u`` and ``s``. Splitting a local rule this way keeps the expensive product outside
+      any branch (XLA on CPU runs convolutions inside a conditional far slower).
   """
 
   name: str
@@ -37,6 +43,7 @@ class Rule:
   feedback: Callable | None
   citation: str
   summary: str
+  local_signal: Callable | None = None
   local_update: Callable | None = None
 
 
@@ -51,8 +58,10 @@ def register(rule: Rule) -> Rule:
     raise ValueError(f"Rule {rule.name!r}: credit must be feedback, direct or local.")
   if (rule.credit == "feedback") != (rule.feedback is not None):
     raise ValueError(f"Rule {rule.name!r}: feedback rules, and only they, give a feedback fn.")
-  if (rule.credit == "local") != (rule.local_update is not None):
-    raise ValueError(f"Rule {rule.name!r}: local rules, and only they, give a local_update fn.")
+  if (rule.credit == "local") != (rule.local_update is not None) or \
+      (rule.local_update is None) != (rule.local_signal is None):
+    raise ValueError(
+        f"Rule {rule.name!r}: local rules, and only they, give local_signal and local_update.")
   _RULES.append(rule)
   return rule
 

@@ -48,8 +48,20 @@ def softhebb_delta(forward: Callable[[Array, Array], Array], x: Array, w: Array,
   u, transpose = jax.vjp(lambda w_: forward(x, w_), w)
   y = softhebb_postsynaptic(u, temperature, anti_hebbian)
   (yx,) = transpose(y)
+  return softhebb_delta_from_hebbian(yx, w, u, y)
+
+
+def softhebb_delta_from_hebbian(yx: Array, w: Array, u: Array, y: Array) -> Array:
+  """``(sum y x - (sum y u) w) / batch`` given the pre x post term ``yx = sum y x``."""
   yu = jnp.sum(y * u, axis=tuple(range(u.ndim - 1)))  # (out,)
-  return (yx - yu * w) / x.shape[0]
+  return (yx - yu * w) / u.shape[0]
+
+
+def softhebb_finish(delta: Array, w: Array, normalize: bool = True) -> Array:
+  """The pseudo-gradient from ``delta``: optional max-normalisation and the adaptive rate."""
+  if normalize:
+    delta = delta / (jnp.max(jnp.abs(delta)) + 1e-30)
+  return -softhebb_rate(w) * delta
 
 
 def softhebb_rate(w: Array) -> Array:
@@ -66,10 +78,7 @@ def softhebb_update(forward: Callable[[Array, Array], Array], x: Array, w: Array
   With plain SGD at learning rate ``eta`` the optimizer's step is exactly
   ``eta * eta_k-factor * dw`` of the published rule.
   """
-  delta = softhebb_delta(forward, x, w, temperature, anti_hebbian)
-  if normalize:
-    delta = delta / (jnp.max(jnp.abs(delta)) + 1e-30)
-  return -softhebb_rate(w) * delta
+  return softhebb_finish(softhebb_delta(forward, x, w, temperature, anti_hebbian), w, normalize)
 
 
 def dense_forward(x: Array, w: Array) -> Array:
