@@ -1,0 +1,25 @@
+"""Single-rule baselines: every registered rule (and the eg geometry) on the MLP and the
+ConvNet, Fashion-MNIST, same budget per model.
+
+    python launch/baselines.py --config=experiments/baselines.py --workdir=runs/baselines
+
+Each run is ``experiments/train.py`` with ``model`` and ``rule`` set; a local rule (SoftHebb)
+trains the hidden layers and the classifier learns by the delta rule (``bp`` at the output
+layer is exactly the delta rule). Results: ``results.md`` and ``results.json`` in the
+workdir, one sub-directory per run (each resumable).
+"""
+
+import ml_collections
+
+from biojax import rules
+from experiments import train
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.train = train.get_config()
+  config.models = ("mlp", "convnet")
+  config.rules = tuple(rules.rule_names()) + ("eg",)
+  # Training length per model (steps of config.train.batch_size).
+  config.num_steps = ml_collections.ConfigDict({"mlp": 8600, "convnet": 2000})
+  return config
