@@ -280,7 +280,7 @@ class Checkpointer:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-      except Exception as error:  # noqa: BLE001 (any failure to read means "corrupt")
+      except Exception as error:  # any failure to read means "corrupt"
         logging.warning("Checkpoint at step %d in %s is unreadable (%s: %s); falling back to "
                         "the previous one.", step, self.directory, type(error).__name__,
                         str(error).splitlines()[0][:300] if str(error) else "")
@@ -371,7 +371,8 @@ class MetricsWriter:
 
   ``resume_step``: records after it (written by a run killed after its last checkpoint) are
   dropped, as are TensorBoard events after it, so a resumed run's files read as an
-  uninterrupted run's. None starts both afresh.
+  uninterrupted run's; a record whose ``(step, split)`` is already there is not written again
+  (a finished run that is run again). None starts both afresh.
   """
 
   def __init__(self, workdir: str, resume_step: int | None):
@@ -382,9 +383,10 @@ class MetricsWriter:
       return
     kept = ([r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             if resume_step is not None else [])
+    self._written = {(r.get("step"), r.get("split")) for r in kept}
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
-    self._file = open(self.path, "a")  # noqa: SIM115 (closed in close())
+    self._file = open(self.path, "a")  # closed in close()
     try:
       from tensorboardX import SummaryWriter  # light; TensorFlow is never imported here
     except ImportError:
@@ -396,8 +398,9 @@ class MetricsWriter:
           purge_step=None if resume_step is None else resume_step + 1)
 
   def write(self, record: Mapping) -> None:
-    if not self.active:
+    if not self.active or (record["step"], record["split"]) in self._written:
       return
+    self._written.add((record["step"], record["split"]))
     record = to_json(record)
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()

@@ -42,6 +42,9 @@ OVERRIDES = (
 )
 TIMEOUT = 240  # seconds for any subprocess
 
+# ml_collections loads config files with importlib's deprecated load_module().
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+
 
 def parse_config(*overrides: str):
   """The config as `python -m biojax.main --config=experiments/train.py *overrides` sees it."""

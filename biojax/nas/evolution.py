@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import chex
 import flax
 import jax
 import jax.numpy as jnp
@@ -111,8 +110,10 @@ class _AgingPopulation:
     k = self.num_children
     children = jnp.asarray(children, jnp.int32)
     fitness = jnp.asarray(fitness, jnp.float32)
-    chex.assert_shape(children, (k, self.num_genes))
-    chex.assert_shape(fitness, (k,))
+    if children.shape != (k, self.num_genes) or fitness.shape != (k,):
+      raise ValueError(
+          f"tell() takes the {k} children of one ask, (K, G) = ({k}, {self.num_genes}), and "
+          f"their fitness ({k},); got {children.shape} and {fitness.shape}.")
     fitness = jnp.where(jnp.isnan(fitness), -jnp.inf, fitness)
     slots = jnp.argsort(state.birth)[:k]  # empty slots (-1) first, then the oldest
     births = state.num_evaluated + jnp.arange(k, dtype=jnp.int32)

@@ -371,7 +371,15 @@ class NB201Space:
     """The ``architecture`` collection :class:`NB201Network` reads: ``{"ops": (..., 6)}``."""
     return {"ops": jnp.asarray(genome, jnp.int32)[..., OPERATION_GENES]}
 
-  def assignment_fn(self, variables: Mapping) -> Callable[[Array], Assignment]:
+  @property
+  def rule_names(self) -> tuple[str, ...]:
+    """The registered rules the genes can choose (both alphabets), in registry order: the
+    rules a model's compiled programs must contain (``RuleOptions(rules=...)``)."""
+    ids = {rules_lib.parse_rule_spec(s)[0] for s in self.rules + self.macro_alphabet}
+    return tuple(rules_lib.get_rule(i).name for i in sorted(ids))
+
+  def assignment_fn(self, variables: Mapping, options: rules_lib.RuleOptions | None = None
+                    ) -> Callable[[Array], Assignment]:
     """A pure function ``genome (..., 20) -> Assignment`` for a model with ``variables``.
 
     Each edge's rule gene goes to the convolutions on that edge in every cell (those of
@@ -380,11 +388,24 @@ class NB201Space:
     leading population axis on the genomes the result is a stacked assignment, ready for
     ``jax.vmap``. Works under ``jit`` (the layer list is taken from ``variables`` here, once).
 
+    Args:
+      variables: the model's variables (``model.init`` output, or ``state.variables()``).
+      options: the model's rule options (``model.options``); if given, checked to compile
+        every rule of the space: a rule left out of a model's programs would not run as
+        assigned, and assignments made here are not checked again.
+
     Raises:
-      ValueError: if a weight layer is not one of the space's, or if the alphabet holds a
+      ValueError: if a weight layer is not one of the space's; if the alphabet holds a
         direct-feedback rule (DFA) but a hidden layer has no DFA matrix (a network built
-        with ``dfa=False``).
+        with ``dfa=False``); or if ``options`` leaves out a rule of the space.
     """
+    allows = getattr(options, "allows", None)
+    left_out = [n for n in self.rule_names if allows is not None and not allows(n)]
+    if left_out:
+      raise ValueError(
+          f"The model's rule options leave out {', '.join(left_out)}, which this space's genes "
+          f"can choose: build it with RuleOptions(rules=space.rule_names) "
+          f"({', '.join(self.rule_names)}).")
     layers = weight_layers(variables)
     flat_feedback = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
     genes, groups = [], []
