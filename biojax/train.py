@@ -133,11 +133,9 @@ def make_eval_step(model: nn.Module, loss_fn: Callable = learning.cross_entropy)
   """
 
   def eval_step(state: TrainState, batch: Mapping):
-    variables = {"params": state.params}
-    if state.batch_stats:
-      variables["batch_stats"] = state.batch_stats
-    logits = model.apply({**variables, "feedback": state.feedback}, batch["image"],
-                         train=False)
+    # No assignment collection: the plain forward pass (subclasses such as the NAS
+    # candidate state add their own collections, e.g. architecture genes, in variables()).
+    logits = model.apply(state.variables(), batch["image"], train=False)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     mask = batch.get("mask")
     mask = jnp.ones(losses.shape, losses.dtype) if mask is None else mask.astype(losses.dtype)

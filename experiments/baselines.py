@@ -22,4 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.rules = tuple(rules.rule_names()) + ("eg",)
   # Training length per model (steps of config.train.batch_size).
   config.num_steps = ml_collections.ConfigDict({"mlp": 8600, "convnet": 2000})
+  # Per-rule settings that the rule's own paper prescribes, applied on top of `train`.
+  # SoftHebb (Journe et al. 2023): plain SGD (Adam's per-weight normalisation cancels the
+  # norm-adaptive rate), weights initialised at 25/sqrt(fan_in), centred layer inputs.
+  config.rule_overrides = ml_collections.ConfigDict({
+      "softhebb": {"optimizer": "sgd", "learning_rate": 0.05,
+                   "mlp": {"center_hidden": True, "hidden_init_scale": 25.0}},
+  })
   return config

@@ -31,10 +31,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", "experiments/baselines.py",
 _WORKDIR = flags.DEFINE_string("workdir", "runs/baselines", "Output directory.")
 
 
-def layer_spec(rule: str, num_layers: int) -> str | list[str]:
-  """``rule`` everywhere; for a local rule the classifier learns by the delta rule (bp)."""
+def layer_spec(rule: str, num_layers: int) -> str:
+  """``rule`` everywhere; for a local rule the classifier learns by the delta rule (bp).
+  Per-layer specs use the config's comma form (``"softhebb,softhebb,bp"``)."""
   if rules_lib.get_rule(rules_lib.parse_rule_spec(rule)[0]).credit == "local":
-    return [rule] * (num_layers - 1) + ["bp"]
+    return ",".join([rule] * (num_layers - 1) + ["bp"])
   return rule
 
 
@@ -58,6 +59,14 @@ def run_one(config, model: str, rule: str, workdir: str) -> dict:
   cfg = config.train.copy_and_resolve_references()
   cfg.model = model
   cfg.num_steps = config.num_steps[model]
+  overrides = config.rule_overrides.get(rule)
+  if overrides is not None:
+    for key, value in overrides.items():
+      if key in cfg.model_kwargs:  # model constructor arguments
+        if key == model:
+          cfg.model_kwargs[model].update(dict(value))
+      else:
+        setattr(cfg, key, value)
   # The number of weight layers (for local rules) from an abstract init: no compute. The
   # count does not depend on the image size.
   shapes = jax.eval_shape(experiment.build_model(cfg, 10).init, jax.random.key(0),
@@ -87,6 +96,8 @@ def table(results: dict, config) -> str:
 
 def main(argv):
   del argv
+  from biojax.main import _QuietOrbax
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   config = _CONFIG.value
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)

@@ -243,3 +243,17 @@ def test_rule_universe_restricts_branches_and_is_checked():
     biojax.create_train_state(model, tx, jax.random.key(0), jnp.asarray(X[:2]), "kp")
   with pytest.raises(ValueError, match="Unknown learning rule 'hebb'"):
     rules.RuleOptions(rules=("bp", "hebb"))
+
+
+def test_mlp_softhebb_options():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(256, 64)), jnp.float32)
+  model = bnn.MLP(num_classes=4, hidden=(512, 512), center_hidden=True, hidden_init_scale=25.0)
+  variables = model.init(jax.random.key(0), x)
+  kernel = np.asarray(variables["params"]["dense_0"]["kernel"])
+  np.testing.assert_allclose(kernel.std(), 25 / np.sqrt(64), rtol=0.05)
+  # Centred inputs: in training, the batch norm without scale/shift standardises features.
+  _, inter = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                         capture_intermediates=lambda mdl, _: mdl.name == "center_1")
+  centred = np.asarray(inter["intermediates"]["center_1"]["__call__"][0])
+  np.testing.assert_allclose(centred.mean(0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(centred.std(0)[centred.std(0) > 1e-3], 1.0, rtol=1e-2)

@@ -20,22 +20,47 @@ from biojax.nn.layers import Conv, Dense
 Array = jax.Array
 
 
+def _scaled_lecun(scale: float) -> nn.initializers.Initializer:
+  """LeCun normal with its standard deviation multiplied by ``scale``."""
+  if scale == 1.0:
+    return nn.initializers.lecun_normal()
+  return nn.initializers.variance_scaling(scale**2, "fan_in", "truncated_normal")
+
+
 class MLP(nn.Module):
-  """Multi-layer perceptron: ``hidden`` ReLU layers and a linear classifier."""
+  """Multi-layer perceptron: ``hidden`` ReLU layers and a linear classifier.
+
+  ``center_hidden=True`` standardises the input of every layer after the first with a batch
+  norm without learned scale or shift, as SoftHebb networks do (Journe et al. 2023): ReLU
+  outputs are non-negative, and competitive Hebbian learning with anti-Hebbian losers on
+  non-negative inputs drives most units to silence. ``hidden_init_scale`` multiplies the
+  standard deviation of the hidden kernels' initialisation (LeCun normal: ``1/sqrt(fan_in)``);
+  SoftHebb starts from ``25/sqrt(fan_in)`` so that its norm-adaptive rate starts high.
+  """
 
   num_classes: int = 10
   hidden: Sequence[int] = (256, 256)
+  center_hidden: bool = False
+  hidden_init_scale: float = 1.0
   options: rules_lib.RuleOptions = rules_lib.RuleOptions()
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
-    del train
     x = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.hidden):
+      if self.center_hidden and i > 0:
+        x = self._center(x, train, f"center_{i}")
       layer = Dense(width, dfa_classes=self.num_classes, options=self.options,
-                    name=f"dense_{i}")
+                    kernel_init=_scaled_lecun(self.hidden_init_scale), name=f"dense_{i}")
       x = layer.tap(nn.relu(layer(x)))
+    if self.center_hidden and self.hidden:
+      x = self._center(x, train, "center_classifier")
     return Dense(self.num_classes, options=self.options, name="classifier")(x)
+
+  @staticmethod
+  def _center(x: Array, train: bool, name: str) -> Array:
+    return nn.BatchNorm(use_running_average=not train, use_scale=False, use_bias=False,
+                        momentum=0.9, name=name)(x)
 
 
 class ConvNet(nn.Module):
