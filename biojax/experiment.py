@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import logging as python_logging
 import math
 import os
 import signal
@@ -63,6 +64,14 @@ CURVES_PLOT = "curves.png"
 ALIGNMENT_PLOT = "alignment.png"
 
 DATA_AXIS = "data"
+
+
+class QuietOrbax(python_logging.Filter):
+  """Drops orbax's INFO chatter (dozens of lines per checkpoint); its warnings still show."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return (record.levelno >= python_logging.WARNING
+            or f"{os.sep}orbax{os.sep}" not in record.pathname)
 
 
 class NonFiniteLossError(FloatingPointError):

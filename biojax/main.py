@@ -7,9 +7,6 @@ from its latest checkpoint. See docs/pipeline.md.
 
 from __future__ import annotations
 
-import logging as python_logging
-import os
-
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -26,18 +23,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietOrbax(python_logging.Filter):
-  """Drops orbax's INFO chatter (dozens of lines per checkpoint); its warnings still show."""
-
-  def filter(self, record: python_logging.LogRecord) -> bool:
-    return (record.levelno >= python_logging.WARNING
-            or f"{os.sep}orbax{os.sep}" not in record.pathname)
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  logging.get_absl_handler().addFilter(experiment.QuietOrbax())
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info("JAX process %d of %d; devices: %s", jax.process_index(), jax.process_count(),

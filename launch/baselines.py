@@ -61,12 +61,13 @@ def run_one(config, model: str, rule: str, workdir: str) -> dict:
   cfg.num_steps = config.num_steps[model]
   overrides = config.rule_overrides.get(rule)
   if overrides is not None:
-    for key, value in overrides.items():
-      if key in cfg.model_kwargs:  # model constructor arguments
-        if key == model:
-          cfg.model_kwargs[model].update(dict(value))
-      else:
-        setattr(cfg, key, value)
+    with cfg.unlocked():
+      for key, value in overrides.items():
+        if key in cfg.model_kwargs:  # model constructor arguments
+          if key == model:
+            cfg.model_kwargs[model].update(dict(value))
+        else:
+          setattr(cfg, key, value)
   # The number of weight layers (for local rules) from an abstract init: no compute. The
   # count does not depend on the image size.
   shapes = jax.eval_shape(experiment.build_model(cfg, 10).init, jax.random.key(0),
@@ -96,8 +97,7 @@ def table(results: dict, config) -> str:
 
 def main(argv):
   del argv
-  from biojax.main import _QuietOrbax
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  logging.get_absl_handler().addFilter(experiment.QuietOrbax())
   config = _CONFIG.value
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
