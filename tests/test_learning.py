@@ -269,3 +269,32 @@ def test_depthwise_conv_forward_and_bp_gradient():
   np.testing.assert_allclose(layer.apply(variables, x), expected, atol=1e-4)
   with pytest.raises(ValueError, match="feature_group_count"):
     bnn.Conv(6, (3, 3), feature_group_count=4).init(jax.random.key(0), x)
+
+
+def test_dilated_strided_conv_forward_and_fa_backward():
+  """Dilation 2 equals a 5x5 kernel with zeros between the taps; FA sends the error down
+  through the fixed matrix, dilated the same way (NumPy loops as the reference)."""
+  r = np.random.default_rng(4)
+  x = r.normal(size=(2, 7, 7, 2))
+  layer = bnn.Conv(3, (3, 3), kernel_dilation=2, padding=2, use_bias=False)
+  variables = layer.init(jax.random.key(0), jnp.asarray(x, jnp.float32))
+  w = np.asarray(variables["params"]["kernel"], np.float64)
+  dilated = np.zeros((5, 5, 2, 3))
+  dilated[::2, ::2] = w
+  np.testing.assert_allclose(layer.apply(variables, jnp.asarray(x, jnp.float32)),
+                             numpy_conv(x, dilated, 1, 2), atol=1e-4)
+  g = r.normal(size=(2, 7, 7, 3))
+  b = np.asarray(variables["feedback"]["fixed"], np.float64)
+  b_dilated = np.zeros((5, 5, 2, 3))
+  b_dilated[::2, ::2] = b
+  assignment = {"rule": jnp.int32(rules.rule_id("fa"))}
+
+  def f(x_, params):
+    return layer.apply({**variables, "params": params, "assignment": assignment}, x_,
+                       rngs={"feedback": jax.random.key(0)})
+
+  _, vjp = jax.vjp(f, jnp.asarray(x, jnp.float32), variables["params"])
+  dx, dparams = vjp(jnp.asarray(g, jnp.float32))
+  dx_np, dw_np = numpy_conv_backward(x, dilated, b_dilated, g, 1, 2)
+  np.testing.assert_allclose(dx, dx_np, atol=1e-4)
+  np.testing.assert_allclose(dparams["kernel"], dw_np[::2, ::2], atol=1e-4)
