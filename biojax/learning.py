@@ -70,8 +70,12 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
 
   (logits, taps), backward, mutated = jax.vjp(forward, params, has_aux=True)
   loss, output_error = jax.value_and_grad(loss_fn)(logits, batch["label"])
-  (updates,) = backward((output_error, _tap_cotangents(taps, variables, assignment,
-                                                       output_error)))
+  options = getattr(model, "options", None) or rules_lib.RuleOptions()
+  if options.allows("dfa"):
+    tap_cotangents = _tap_cotangents(taps, variables, assignment, output_error)
+  else:  # no layer can be DFA: skip the projections e B_l
+    tap_cotangents = jax.tree.map(jnp.zeros_like, taps)
+  (updates,) = backward((output_error, tap_cotangents))
   new_state = {**state, **mutated}
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   return updates, new_state, {"loss": loss, "accuracy": accuracy}
@@ -96,8 +100,11 @@ def update_rule_state(feedback: Mapping, params_old: Mapping, params_new: Mappin
                       assignment: Assignment, options: rules_lib.RuleOptions) -> dict:
   """Rule state after an optimizer step: the Kolen-Pollack matrix follows ``W``.
 
-  Only layers whose rule is ``kp`` change; every other entry is returned unchanged.
+  Only layers whose rule is ``kp`` change; every other entry is returned unchanged (and
+  nothing is computed when ``options`` leave ``kp`` out).
   """
+  if not options.allows("kp"):
+    return feedback
   kp = rules_lib.rule_id("kp")
   flat = traverse_util.flatten_dict(flax.core.unfreeze(feedback))
   old = traverse_util.flatten_dict(flax.core.unfreeze(params_old))

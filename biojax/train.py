@@ -17,7 +17,12 @@ import optax
 
 from biojax import learning
 from biojax import rules as rules_lib
-from biojax.nn.assignment import Assignment, geometry_tree, validate_assignment
+from biojax.nn.assignment import (
+    Assignment,
+    geometry_tree,
+    make_assignment,
+    validate_assignment,
+)
 
 Array = jax.Array
 
@@ -88,7 +93,6 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
   """Initialises parameters and rule state from ``key``; ``assignment`` may be a spec."""
   variables = flax.core.unfreeze(model.init(key, sample_input, train=False))
   if not isinstance(assignment, Assignment):
-    from biojax.nn.assignment import make_assignment
     assignment = make_assignment(variables, assignment)
   validate_assignment(assignment, variables, getattr(model, "options", None))
   params = variables["params"]
