@@ -197,14 +197,10 @@ def _model_programs(model: nn.Module, mesh: Mesh) -> tuple[Callable, Callable, C
   def alignment(state, key):
     return diagnostics.alignment(state.variables(), state.assignment, key)
 
-  def all_finite(tree):
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
   return (jax.jit(train_lib.make_eval_step(model), in_shardings=(replicated, batch),
                   out_shardings=replicated),
           jax.jit(alignment, out_shardings=replicated),
-          jax.jit(all_finite, out_shardings=replicated))
+          jax.jit(train_lib.all_finite, out_shardings=replicated))
 
 
 @functools.lru_cache(maxsize=8)
@@ -233,16 +229,9 @@ def _programs(model: nn.Module, settings: _OptimizerSettings, mesh: Mesh) -> _Pr
       eval_step=eval_step, alignment=alignment, all_finite=all_finite)
 
 
-@functools.lru_cache(maxsize=8)
 def _init_program(model: nn.Module, programs: _Programs, image_shape: tuple[int, ...],
-                  spec: str | tuple) -> Callable:
-  """``key -> TrainState``, jitted: one compilation instead of many small eager ones.
-
-  The assignment is made inside the trace, where ``model.init``'s dict still lists the layers
-  in the order they are applied (``Assignment.layers`` keeps it after the jit).
-  """
-  spec = dict(spec) if spec and isinstance(spec, tuple) and isinstance(spec[0], tuple) else spec
-  spec = list(spec) if isinstance(spec, tuple) else spec
+                  spec: str | list | dict) -> Callable:
+  """``key -> TrainState``, jitted: one compilation instead of many small eager ones."""
   sample = jnp.zeros((1, *image_shape), jnp.float32)
   replicated = programs.replicated
 
@@ -568,12 +557,11 @@ def bp_weight_share(params: Mapping, assignment) -> float:
 # -------------------------------------------------------------------------------- training
 
 
-def _evaluate(programs: _Programs, state, dataset: data_lib.Dataset, split: str,
-              batch_size: int, to_global: Callable) -> dict:
-  """Loss and accuracy over a whole split (padding masked out)."""
+def _evaluate(programs: _Programs, state, batches: Iterable[dict]) -> dict:
+  """Loss and accuracy over a whole split (padding masked out); ``batches`` are global."""
   totals = None
-  for batch in dataset.eval_batches(split, batch_size):
-    sums = programs.eval_step(state, to_global(batch))
+  for batch in batches:
+    sums = programs.eval_step(state, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     return {"loss": None, "accuracy": None, "count": 0}
@@ -592,6 +580,7 @@ def _prefetch(iterator: Iterator, size: int = 2) -> Iterator:
     queue.append(item)
     if len(queue) >= size:
       yield queue.popleft()
+  yield from queue
 
 
 def _format_eta(seconds: float) -> str:
@@ -650,10 +639,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   root_key = jax.random.key(config.seed)
   init_key, train_key, alignment_key = (jax.random.fold_in(root_key, i) for i in range(3))
   train_key = jax.device_put(train_key, replicated)
-  spec = parse_rule(config.rule)
-  spec = tuple(spec.items()) if isinstance(spec, dict) else spec
-  spec = tuple(spec) if isinstance(spec, list) else spec
-  state = _init_program(model, programs, tuple(dataset.image_shape), spec)(init_key)
+  state = _init_program(model, programs, tuple(dataset.image_shape),
+                        parse_rule(config.rule))(init_key)
   layers = state.assignment.layers
 
   checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints)
@@ -694,9 +681,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return (f"{where}. Lower config.learning_rate (now {config.learning_rate}) or set "
             "config.clip_norm, then run again in a fresh workdir.")
 
+  eval_cache: dict[str, list] = {}
+
+  def eval_batches(split: str) -> Iterable[dict]:
+    """The split's global batches. In-memory data sets are normalised and sent to the
+    devices once; their evaluation splits are fixed (same order, no augmentation)."""
+    if not isinstance(dataset, data_lib.ArrayDataset):
+      return map(to_global, dataset.eval_batches(split, config.eval_batch_size))
+    if split not in eval_cache:
+      eval_cache[split] = [to_global(b)
+                           for b in dataset.eval_batches(split, config.eval_batch_size)]
+    return eval_cache[split]
+
   def evaluate(split: str, step: int) -> tuple[dict, dict | None]:
     """The metrics record of ``split``, and for validation the raw alignment per layer."""
-    result = _evaluate(programs, state, dataset, split, config.eval_batch_size, to_global)
+    result = _evaluate(programs, state, eval_batches(split))
     record = {"step": step, "split": split, "loss": result["loss"],
               "accuracy": result["accuracy"]}
     alignment = None
@@ -772,7 +771,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       validation = evaluate("validation", step)
     test, _ = evaluate("test", step)
     record, alignment = validation
-    params = jax.device_get(state.params)
+    params = state.params  # only shapes are read: no copy to the host
     report = {
         "config": config_json,
         "step": step,

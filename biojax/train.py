@@ -48,6 +48,13 @@ class TrainState:
     return out
 
 
+def all_finite(tree: Any) -> Array:
+  """True when every floating-point leaf of ``tree`` is finite (integer leaves are skipped)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 def make_schedule(learning_rate: float, schedule: str = "constant", total_steps: int = 0,
                   warmup_steps: int = 0) -> optax.Schedule:
   """An optax learning-rate schedule by name (see :data:`SCHEDULES`)."""

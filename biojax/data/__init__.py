@@ -6,7 +6,7 @@ TensorFlow is imported only when a TFDS data set is read, never by ``import bioj
 See docs/data.md.
 """
 
-from biojax.data._dataset import Dataset
+from biojax.data._dataset import ArrayDataset, Dataset
 from biojax.data._idx import parse_idx, read_idx
 from biojax.data._registry import (
     DATASETS,
@@ -18,7 +18,7 @@ from biojax.data._registry import (
 from biojax.data._tfds import DatasetNotFoundError
 
 __all__ = [
-    "DATASETS", "IMAGENET16_120_COUNTS", "Dataset", "DatasetNotFoundError",
+    "DATASETS", "IMAGENET16_120_COUNTS", "ArrayDataset", "Dataset", "DatasetNotFoundError",
     "check_imagenet16_120_counts", "get_dataset", "parse_idx", "read_idx",
     "verify_imagenet16_120",
 ]

@@ -24,7 +24,7 @@ import dataclasses
 import functools
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -58,7 +58,7 @@ def default_strategy(backend: str | None = None) -> str:
   return "map" if backend == "cpu" else "vmap"
 
 
-class _ScaleState(flax.struct.PyTreeNode):
+class _ScaleState(NamedTuple):  # a NamedTuple, so optax.tree_utils.tree_set finds `scale`
   scale: Array
 
 
@@ -75,12 +75,6 @@ def _step_scale() -> optax.GradientTransformation:
     return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
 
   return optax.GradientTransformation(init, update)
-
-
-def _all_finite(tree: Any) -> Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-  return functools.reduce(jnp.logical_and, leaves, jnp.asarray(True))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -192,15 +186,16 @@ class PopulationEvaluator:
       step_keys = jax.vmap(functools.partial(jax.random.fold_in, train_key))(
           jnp.arange(self.steps))
       sample = images[0, :1]
-      shapes = jax.eval_shape(init_variables, init_key, sample)
-      assign = space.assignment_fn(shapes, getattr(model, "options", None))
-      # Common random numbers: one initial state for every candidate.
+      # Common random numbers: one initial state for every candidate. The assignment is
+      # built from these variables (inside this trace their dict lists the layers in the
+      # order of application).
       variables = init_variables(init_key, sample)
+      assign = space.assignment_fn(variables, getattr(model, "options", None))
 
       def candidate(genome, scale):
         params = variables["params"]
         opt_state = tx.init(params)
-        opt_state = (*opt_state[:-1], _ScaleState(scale=scale))
+        opt_state = optax.tree_utils.tree_set(opt_state, scale=scale)
         state = CandidateState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
             feedback=variables["feedback"], batch_stats=variables.get("batch_stats", {}),
@@ -211,7 +206,7 @@ class PopulationEvaluator:
           batch, step_key = xs
           state, metrics = train_step(state, batch, step_key)
           loss_ok = jnp.isfinite(metrics["loss"])
-          state_ok = _all_finite((state.params, state.feedback, state.batch_stats))
+          state_ok = train_lib.all_finite((state.params, state.feedback, state.batch_stats))
           first = (reason == OK) & ~(loss_ok & state_ok)
           failed_step = jnp.where(first, state.step - 1, failed_step)
           reason = jnp.where(first, jnp.where(loss_ok, NONFINITE_STATE, NONFINITE_LOSS),
