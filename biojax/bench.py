@@ -83,10 +83,7 @@ def _rule_overhead_one(model, shape, repeats: int, inner: int) -> dict:
   key = jax.random.key(1)
   fns = {}
   for spec in list(rules.rule_names()) + ["eg"]:
-    if rules.get_rule(rules.parse_rule_spec(spec)[0]).credit == "local":
-      layer_specs = [spec] * (len(state.assignment.layers) - 1) + ["bp"]
-    else:
-      layer_specs = spec
+    layer_specs = bnn.single_rule_specs(spec, len(state.assignment.layers))
     s = state.replace(assignment=bnn.make_assignment(state.variables(), layer_specs))
     fns[spec] = functools.partial(lambda s: step(s, batch, key)[1]["loss"], s)
 

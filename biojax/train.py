@@ -102,6 +102,12 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
   if not isinstance(assignment, Assignment):
     assignment = make_assignment(variables, assignment)
   validate_assignment(assignment, variables, getattr(model, "options", None))
+  return train_state_from_variables(variables, tx, assignment)
+
+
+def train_state_from_variables(variables: Mapping, tx: optax.GradientTransformation,
+                               assignment: Assignment) -> TrainState:
+  """A step-0 :class:`TrainState` from a model's initialised variables."""
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     feedback=variables["feedback"],

@@ -22,21 +22,12 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from biojax import experiment  # noqa: E402
-from biojax import rules as rules_lib  # noqa: E402
 from biojax.bench import machine  # noqa: E402
-from biojax.nn import weight_layers  # noqa: E402
+from biojax.nn import single_rule_specs, weight_layers  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/baselines.py",
                                           "Baselines config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/baselines", "Output directory.")
-
-
-def layer_spec(rule: str, num_layers: int) -> str:
-  """``rule`` everywhere; for a local rule the classifier learns by the delta rule (bp).
-  Per-layer specs use the config's comma form (``"softhebb,softhebb,bp"``)."""
-  if rules_lib.get_rule(rules_lib.parse_rule_spec(rule)[0]).credit == "local":
-    return ",".join([rule] * (num_layers - 1) + ["bp"])
-  return rule
 
 
 def mean_angle(report: dict) -> float | None:
@@ -72,7 +63,7 @@ def run_one(config, model: str, rule: str, workdir: str) -> dict:
   # count does not depend on the image size.
   shapes = jax.eval_shape(experiment.build_model(cfg, 10).init, jax.random.key(0),
                           jax.numpy.zeros((1, 28, 28, 1)))
-  cfg.rule = layer_spec(rule, len(weight_layers(shapes)))
+  cfg.rule = ",".join(single_rule_specs(rule, len(weight_layers(shapes))))
   logging.info("baseline %s / %s -> %s", model, rule, path)
   return experiment.train_and_evaluate(cfg, path)
 

@@ -181,6 +181,14 @@ def test_assignment_errors_name_the_layers():
       "dense_0": "fa", "dense_1": "usf+eg", "classifier": "bp"}
 
 
+def test_single_rule_specs_leave_the_classifier_to_the_delta_rule_for_local_rules():
+  assert bnn.single_rule_specs("fa", 3) == ["fa", "fa", "fa"]
+  assert bnn.single_rule_specs("usf+eg", 2) == ["usf+eg", "usf+eg"]
+  assert bnn.single_rule_specs("softhebb", 3) == ["softhebb", "softhebb", "bp"]
+  with pytest.raises(ValueError, match="Valid rules"):
+    bnn.single_rule_specs("hebb", 3)
+
+
 def test_random_assignment_draws_from_given_rules():
   variables = init_state().variables()
   seen = set()

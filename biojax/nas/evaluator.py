@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from biojax import train as train_lib
-from biojax.nas.candidate import CandidateState
+from biojax.nas.candidate import as_candidate
 from biojax.nas.nb201 import NB201Space
 
 Array = jax.Array
@@ -193,13 +193,9 @@ class PopulationEvaluator:
       assign = space.assignment_fn(variables, getattr(model, "options", None))
 
       def candidate(genome, scale):
-        params = variables["params"]
-        opt_state = tx.init(params)
-        opt_state = optax.tree_utils.tree_set(opt_state, scale=scale)
-        state = CandidateState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-            feedback=variables["feedback"], batch_stats=variables.get("batch_stats", {}),
-            assignment=assign(genome), architecture=space.architecture(genome))
+        state = train_lib.train_state_from_variables(variables, tx, assign(genome))
+        state = as_candidate(state, space.architecture(genome)).replace(
+            opt_state=optax.tree_utils.tree_set(state.opt_state, scale=scale))
 
         def body(carry, xs):
           state, failed_step, reason = carry

@@ -7,6 +7,7 @@ from biojax.nn.assignment import (
     geometry_tree,
     make_assignment,
     random_assignment,
+    single_rule_specs,
     stack,
     validate_assignment,
     weight_layers,
@@ -17,6 +18,7 @@ from biojax.nn.models import MLP, MODELS, BasicBlock, ConvNet, ResNet, get_model
 __all__ = [
     "MLP", "MODELS", "Assignment", "BasicBlock", "Conv", "ConvForward", "ConvNet", "Dense",
     "ResNet", "check_layers", "credit", "dense_forward", "feedback_matrix", "geometry_tree",
-    "get_model", "make_assignment", "random_assignment", "resnet20", "resnet56", "stack",
+    "get_model", "make_assignment", "random_assignment", "resnet20", "resnet56",
+    "single_rule_specs", "stack",
     "validate_assignment", "weight_layers",
 ]

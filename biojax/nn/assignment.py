@@ -110,6 +110,16 @@ def make_assignment(variables: Mapping, spec: str | Sequence[str] | Mapping[str,
       geometry={name: _full(parsed[name][1]) for name in layers}, layers=layers)
 
 
+def single_rule_specs(rule: str, num_layers: int) -> list[str]:
+  """``rule`` on every weight layer, except that a local rule (SoftHebb), which never sees
+  the labels, leaves the classifier (the last layer) to the delta rule: ``bp`` at the output
+  layer is exactly the delta rule."""
+  credit = rules_lib.get_rule(rules_lib.parse_rule_spec(rule)[0]).credit
+  if credit == "local":
+    return [rule] * (num_layers - 1) + ["bp"]
+  return [rule] * num_layers
+
+
 def random_assignment(key: Array, variables: Mapping,
                       rules: Sequence[str] | None = None,
                       geometries: Sequence[str] = ("additive",)) -> Assignment:
