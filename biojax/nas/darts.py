@@ -307,8 +307,8 @@ class DartsSpace:
     g = self._one(genome, "decode")
     return RuleGenotype(
         genotype=self.genotype(g),
-        normal_rules=tuple(self.rules[v] for v in g[[rule_gene(0, e) for e in range(8)]]),
-        reduce_rules=tuple(self.rules[v] for v in g[[rule_gene(1, e) for e in range(8)]]),
+        normal_rules=tuple(self.rules[v] for v in g[RULE_GENES][:EDGES_PER_CELL]),
+        reduce_rules=tuple(self.rules[v] for v in g[RULE_GENES][EDGES_PER_CELL:]),
         macro_rules={name: self.macro_alphabet[v]
                      for name, v in zip(MACRO_LAYERS, g[MACRO_RULE_GENES], strict=True)})
 

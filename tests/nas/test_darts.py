@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from biojax import nas, rules
 from biojax import nn as bnn
-from biojax import rules
 from biojax.compilation import CompileCounter
 from biojax.nas import darts
 
@@ -173,6 +173,26 @@ def test_expressed_genes():
   assert np.asarray(SPACE.expressed_genes(other))[darts.rule_gene(1, 2)]
   batch = np.asarray(SPACE.expressed_genes(np.stack([g, other])))
   assert batch.shape == (2, 51)
+
+
+def test_regularized_evolution_over_the_space():
+  # Per-gene sizes and expressed_genes work inside the jitted evolution: every child is a
+  # valid genome that differs from its parent in one expressed gene.
+  strategy = nas.RegularizedEvolution(SPACE.gene_sizes, population_size=6, tournament_size=3,
+                                      num_children=4, mutable_genes=SPACE.expressed_genes)
+  ask = jax.jit(strategy.ask_with_parents)
+  state = strategy.init()
+  key = jax.random.key(7)
+  for generation in range(3):
+    key, ask_key, fitness_key = jax.random.split(key, 3)
+    children, parents, _ = ask(ask_key, state)
+    children = SPACE.validate(children)
+    if generation == 2:  # the population is full: children are mutants
+      population = np.asarray(state.genomes)[np.asarray(parents)]
+      changed = children != population
+      assert (changed.sum(axis=1) == 1).all()
+      assert np.asarray(SPACE.expressed_genes(population))[changed].all()
+    state = strategy.tell(state, children, jax.random.uniform(fitness_key, (4,)))
 
 
 # ----------------------------------------------------------------------------- parameters
