@@ -27,13 +27,10 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from biojax.eval._forward import plain_variables
 from biojax.nn.assignment import weight_layers
-from biojax.nn.layers import DFA_TAPS
 
 ArrayLike = Any
-
-# Collections that only training reads; without them a biojax model runs its plain forward.
-_TRAINING_ONLY = ("assignment", DFA_TAPS, "intermediates")
 
 
 # ---------------------------------------------------------------------------------- kernels
@@ -205,10 +202,7 @@ def hidden_activations(model: nn.Module, variables: Mapping, images: ArrayLike,
   Returns:
     ``{layer: (n, units)}`` in the order the model applies its layers, conv maps flattened.
   """
-  if hasattr(variables, "variables"):
-    variables = variables.variables()
-  variables = {k: v for k, v in flax.core.unfreeze(variables).items()
-               if k not in _TRAINING_ONLY}
+  variables = plain_variables(variables)
   images = np.asarray(images)
   program = _capture_program(model)
   pieces: dict[str, list[np.ndarray]] = {}

@@ -44,14 +44,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from biojax.nn.layers import DFA_TAPS
+from biojax.eval._forward import plain_variables
 
 Array = jax.Array
 Classifier = Callable[[Any, Array], Array]
 Attack = Callable[..., Array]
 
-# Collections that only training reads (see the module docstring).
-_TRAINING_ONLY = ("assignment", DFA_TAPS, "intermediates")
 LOSSES = ("cross_entropy", "margin")
 
 
@@ -69,11 +67,7 @@ class TrueForward:
   model: nn.Module
 
   def __call__(self, variables: Any, images: Array) -> Array:
-    if hasattr(variables, "variables"):
-      variables = variables.variables()
-    variables = {k: v for k, v in flax.core.unfreeze(variables).items()
-                 if k not in _TRAINING_ONLY}
-    return self.model.apply(variables, images, train=False)
+    return self.model.apply(plain_variables(variables), images, train=False)
 
 
 @flax.struct.dataclass
