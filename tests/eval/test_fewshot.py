@@ -1,11 +1,24 @@
 """Few-shot subsets and the few-shot protocol on the synthetic data set."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
 from biojax import eval as bev
 from biojax.data import get_dataset
-from experiments import train as train_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def train_config():
+  """experiments/train.py's config (loaded by path: the repository need not be on sys.path)."""
+  spec = importlib.util.spec_from_file_location(
+      "experiments_train", os.path.join(REPO, "experiments", "train.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def dataset():
@@ -37,7 +50,7 @@ def test_subset_draws_exactly_k_per_class_deterministically():
 
 
 def test_few_shot_trains_per_seed_and_reports_mean_and_std(tmp_path):
-  config = train_config.get_config()
+  config = train_config()
   config.model_kwargs.mlp.hidden = (16,)
   config.rule = "fa"
   config.rule_options.rules = ("bp", "fa")
