@@ -1,7 +1,12 @@
 """biojax: biologically inspired learning rules, rule-aware networks and rule search in JAX."""
 
 from biojax import diagnostics, nn, rules
-from biojax.learning import cross_entropy, learning_signal, update_rule_state
+from biojax.learning import (
+    cross_entropy,
+    learning_signal,
+    structural_plasticity,
+    update_rule_state,
+)
 from biojax.train import (
     TrainState,
     create_train_state,
@@ -16,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "TrainState", "create_train_state", "cross_entropy", "diagnostics", "learning_signal",
     "make_eval_step", "make_optimizer", "make_schedule", "make_train_step", "nn", "rules",
-    "update_rule_state",
+    "structural_plasticity", "update_rule_state",
 ]

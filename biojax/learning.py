@@ -21,11 +21,11 @@ from flax import traverse_util
 from biojax import rules as rules_lib
 from biojax.nn import _credit
 from biojax.nn.assignment import Assignment
-from biojax.nn.layers import DFA_TAPS
+from biojax.nn.layers import ACTIVITY, DFA_TAPS
 
 Array = jax.Array
 # Collections that are inputs of a training step but never state to carry forward.
-_TRANSIENT = ("params", "assignment", DFA_TAPS, "intermediates")
+_TRANSIENT = ("params", "assignment", DFA_TAPS, ACTIVITY, "intermediates")
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
@@ -53,11 +53,15 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
     gradient-like quantity (the optimizer subtracts it); for ``bp`` everywhere it equals
     ``jax.grad`` of the loss. ``state`` holds the non-parameter collections after the step
     (batch statistics updated; the rule state is updated by :func:`update_rule_state` after
-    the optimizer step). ``metrics`` holds ``loss`` and ``accuracy``.
+    the optimizer step; where the model may use the ``sparse`` rule, ``state`` also holds
+    the firing rates of this batch under ``rule_activity``, which that update reads).
+    ``metrics`` holds ``loss`` and ``accuracy``.
   """
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k not in _TRANSIENT}
-  mutable = [DFA_TAPS] + (["batch_stats"] if "batch_stats" in state else [])
+  options = getattr(model, "options", None) or rules_lib.RuleOptions()
+  mutable = [DFA_TAPS] + ([ACTIVITY] if options.allows("sparse") else []) + (
+      ["batch_stats"] if "batch_stats" in state else [])
   collection = assignment.as_collection()
 
   def forward(p):
@@ -70,7 +74,6 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
 
   (logits, taps), backward, mutated = jax.vjp(forward, params, has_aux=True)
   loss, output_error = jax.value_and_grad(loss_fn)(logits, batch["label"])
-  options = getattr(model, "options", None) or rules_lib.RuleOptions()
   if options.allows("dfa"):
     tap_cotangents = _tap_cotangents(taps, variables, assignment, output_error)
   else:  # no layer can be DFA: skip the projections e B_l
@@ -97,24 +100,59 @@ def _tap_cotangents(taps: Mapping, variables: Mapping, assignment: Assignment,
 
 
 def update_rule_state(feedback: Mapping, params_old: Mapping, params_new: Mapping,
-                      assignment: Assignment, options: rules_lib.RuleOptions) -> dict:
-  """Rule state after an optimizer step: the Kolen-Pollack matrix follows ``W``.
+                      assignment: Assignment, options: rules_lib.RuleOptions,
+                      activity: Mapping | None = None) -> dict:
+  """Rule state after an optimizer step.
 
-  Only layers whose rule is ``kp`` change; every other entry is returned unchanged (and
-  nothing is computed when ``options`` leave ``kp`` out).
+  * Kolen-Pollack: the matrix ``learned`` follows ``W`` (layers whose rule is ``kp``);
+  * sparse rule homeostasis: each unit's ``threshold`` moves towards the target firing rate,
+    ``theta + eta_theta (r - rho)``, with ``r`` the unit's firing rate in the batch, read from
+    ``activity`` (the ``rule_activity`` collection that :func:`learning_signal` returns in its
+    state; layers whose rule is ``sparse``, when ``options.sparse_homeostasis``).
+
+  Every other entry is returned unchanged (and nothing is computed for rules that
+  ``options`` leave out).
   """
-  if not options.allows("kp"):
+  homeostasis = (options.allows("sparse") and options.sparse_homeostasis
+                 and activity is not None)
+  if not options.allows("kp") and not homeostasis:
     return feedback
-  kp = rules_lib.rule_id("kp")
   flat = traverse_util.flatten_dict(flax.core.unfreeze(feedback))
   old = traverse_util.flatten_dict(flax.core.unfreeze(params_old))
   new = traverse_util.flatten_dict(flax.core.unfreeze(params_new))
+  rates = traverse_util.flatten_dict(flax.core.unfreeze(activity)) if homeostasis else {}
   out = dict(flat)
   for path, value in flat.items():
-    if path[-1] != "learned":
-      continue
     layer = path[:-1]
-    stepped = rules_lib.kp_feedback_update(value, old[(*layer, "kernel")],
-                                           new[(*layer, "kernel")], options.kp_decay)
-    out[path] = jnp.where(assignment.rule["/".join(layer)] == kp, stepped, value)
+    rule = assignment.rule.get("/".join(layer))
+    if path[-1] == "learned" and options.allows("kp"):
+      stepped = rules_lib.kp_feedback_update(value, old[(*layer, "kernel")],
+                                             new[(*layer, "kernel")], options.kp_decay)
+      out[path] = jnp.where(rule == rules_lib.rule_id("kp"), stepped, value)
+    elif path[-1] == "threshold" and (*layer, "rate") in rates:
+      stepped = rules_lib.homeostatic_threshold(
+          value, rates[(*layer, "rate")][0], options.sparse_target_rate,
+          options.sparse_homeostasis_rate)
+      out[path] = jnp.where(rule == rules_lib.rule_id("sparse"), stepped, value)
+  return traverse_util.unflatten_dict(out)
+
+
+def structural_plasticity(params: Mapping, assignment: Assignment,
+                          options: rules_lib.RuleOptions) -> dict:
+  """Parameters after the sparse rule's structural elimination (applied after each step).
+
+  In every layer whose rule is ``sparse`` (when ``options.sparse_elimination``), a synapse
+  weaker than ``sparse_elimination_threshold`` times its unit's strongest synapse becomes
+  exactly zero (:func:`biojax.rules.eliminate_weak_synapses`). Other layers are unchanged.
+  """
+  if not (options.allows("sparse") and options.sparse_elimination):
+    return params
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
+  out = dict(flat)
+  for path, value in flat.items():
+    layer = "/".join(path[:-1])
+    if path[-1] != "kernel" or layer not in assignment.rule:
+      continue
+    pruned = rules_lib.eliminate_weak_synapses(value, options.sparse_elimination_threshold)
+    out[path] = jnp.where(assignment.rule[layer] == rules_lib.rule_id("sparse"), pruned, value)
   return traverse_util.unflatten_dict(out)

@@ -18,11 +18,12 @@ import optax
 from biojax import learning
 from biojax import rules as rules_lib
 from biojax.nn.assignment import (
-    Assignment,
-    geometry_tree,
-    make_assignment,
-    validate_assignment,
+  Assignment,
+  geometry_tree,
+  make_assignment,
+  validate_assignment,
 )
+from biojax.nn.layers import ACTIVITY
 
 Array = jax.Array
 
@@ -131,8 +132,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
     steps, opt_state = tx.update(updates, state.opt_state, state.params,
                                  geometry=geometry_tree(state.assignment, state.params))
     params = optax.apply_updates(state.params, steps)
+    params = learning.structural_plasticity(params, state.assignment, options)
     feedback = learning.update_rule_state(state.feedback, state.params, params,
-                                          state.assignment, options)
+                                          state.assignment, options, new_vars.get(ACTIVITY))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               feedback=feedback,
                               batch_stats=new_vars.get("batch_stats", state.batch_stats))

@@ -12,13 +12,25 @@ from biojax.nn.assignment import (
     validate_assignment,
     weight_layers,
 )
-from biojax.nn.layers import Conv, ConvForward, Dense, dense_forward
-from biojax.nn.models import MLP, MODELS, BasicBlock, ConvNet, ResNet, get_model, resnet20, resnet56
+from biojax.nn.layers import ACTIVITY, Conv, ConvForward, Dense, dense_forward
+from biojax.nn.models import (
+    INITS,
+    MLP,
+    MODELS,
+    BasicBlock,
+    ConvNet,
+    ResNet,
+    get_model,
+    resnet20,
+    resnet56,
+    signed_uniform,
+)
 
 __all__ = [
-    "MLP", "MODELS", "Assignment", "BasicBlock", "Conv", "ConvForward", "ConvNet", "Dense",
+    "ACTIVITY", "INITS", "MLP", "MODELS", "Assignment", "BasicBlock", "Conv", "ConvForward",
+    "ConvNet", "Dense",
     "ResNet", "check_layers", "credit", "dense_forward", "feedback_matrix", "geometry_tree",
     "get_model", "make_assignment", "random_assignment", "resnet20", "resnet56",
-    "single_rule_specs", "stack",
+    "signed_uniform", "single_rule_specs", "stack",
     "validate_assignment", "weight_layers",
 ]

@@ -6,8 +6,10 @@ A rule-aware layer computes ``y = forward(x, W)`` with ``forward`` linear in eac
 * sends the error to the layer below through the matrix ``B`` that the layer's rule produces
   (``vjp_x forward(., B)``), and
 * gives ``W`` the local update ``vjp_W forward(x, .)(delta)`` for error-driven rules, or, for
-  local rules (SoftHebb), the rule's ``local_update`` from the pre x post term
-  ``vjp_W forward(x, .)(s)`` with the rule's postsynaptic signal ``s = local_signal(u)``.
+  local rules (SoftHebb, sparse), the rule's ``local_update`` from the pre x post term
+  ``vjp_W forward(x, .)(s)`` with the rule's postsynaptic signal
+  ``s = local_signal(u, local_state)`` (``local_state``: per-unit rule state such as the
+  firing thresholds).
 
 The rule is an integer (data); both choices are ``lax.switch`` over the registry, so one
 compiled program serves every assignment, and ``jax.vmap`` over rule ids trains candidates
@@ -54,15 +56,19 @@ def feedback_matrix(rule: Array, w: Array, state: dict, key: Array,
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def credit(forward, options, x, w, b, rule):
-  """``forward(x, w)`` whose backward pass follows the rule ``rule`` with feedback ``b``."""
-  del options, b, rule
+def credit(forward, options, x, w, b, rule, local_state=None):
+  """``forward(x, w)`` whose backward pass follows the rule ``rule`` with feedback ``b``.
+
+  ``local_state`` (a dict of per-unit arrays, e.g. ``{"threshold": theta}``, or None: zero
+  thresholds) is read by local rules only; it receives no cotangent.
+  """
+  del options, b, rule, local_state
   return forward(x, w)
 
 
-def _credit_fwd(forward, options, x, w, b, rule):
+def _credit_fwd(forward, options, x, w, b, rule, local_state):
   u = forward(x, w)
-  return u, (x, w, b, rule, u)
+  return u, (x, w, b, rule, local_state, u)
 
 
 def _local_rules(options):
@@ -70,13 +76,14 @@ def _local_rules(options):
 
 
 def _credit_bwd(forward, options, residuals, delta):
-  x, w, b, rule, u = residuals
+  x, w, b, rule, local_state, u = residuals
+  no_state = jax.tree.map(jnp.zeros_like, local_state)
   _, transpose_x = jax.vjp(lambda x_: forward(x_, b), x)
   (dx,) = transpose_x(delta)
   _, transpose_w = jax.vjp(lambda w_: forward(x, w_), w)
   local = _local_rules(options)
   if not local:
-    return dx, transpose_w(delta)[0], jnp.zeros_like(b), None
+    return dx, transpose_w(delta)[0], jnp.zeros_like(b), None, no_state
   # Branch 0: error-driven (the signal is the error delta, the update x^T delta); branch k:
   # the k-th local rule. Only elementwise work is inside lax.switch: the one transposed
   # product (x^T signal) is outside, because XLA on CPU runs a convolution inside a
@@ -85,13 +92,14 @@ def _credit_bwd(forward, options, residuals, delta):
   for r in rules_lib.rules():
     table.append(1 + local.index(r) if r in local else 0)
   index = jnp.asarray(table, jnp.int32)[rule]
-  signals = [lambda: delta] + [functools.partial(r.local_signal, u, options) for r in local]
+  signals = [lambda: delta] + [functools.partial(r.local_signal, u, local_state, options)
+                               for r in local]
   signal = jax.lax.switch(index, signals)
   (pre_post,) = transpose_w(signal)
   updates = [lambda: pre_post] + [
       functools.partial(r.local_update, pre_post, w, u, signal, options) for r in local]
   dw = jax.lax.switch(index, updates)
-  return dx, dw, jnp.zeros_like(b), None
+  return dx, dw, jnp.zeros_like(b), None, no_state
 
 
 credit.defvjp(_credit_fwd, _credit_bwd)

@@ -10,7 +10,9 @@ Variable collections of a layer (DESIGN.md section 3):
 
 * ``params``: ``kernel`` (and ``bias``);
 * ``feedback``: rule state, never touched by an optimizer: ``fixed`` (FA matrix, frSF
-  magnitudes), ``learned`` (Kolen-Pollack matrix) and, for layers created with
+  magnitudes), ``learned`` (Kolen-Pollack matrix), ``threshold`` (each output unit's firing
+  threshold ``theta``, subtracted from the output; 0 and never changed unless the layer's
+  rule is ``sparse``, whose homeostasis adapts it) and, for layers created with
   ``dfa_classes``, ``direct`` (the DFA matrix, ``(classes, *output_shape)``); plus ``order``,
   the layer's position in the order of application (an int32 that never changes);
 * ``assignment``: ``rule``, an int32 scalar, supplied by :class:`biojax.nn.Assignment`.
@@ -34,6 +36,9 @@ from biojax.nn import _credit
 
 Array = jax.Array
 DFA_TAPS = "dfa_taps"
+# Collection where, in training, each layer sows its units' firing rates in the batch (read by
+# the homeostasis of the sparse rule in biojax.update_rule_state).
+ACTIVITY = "rule_activity"
 
 
 def dense_forward(x: Array, w: Array) -> Array:
@@ -89,6 +94,9 @@ class _RuleAware(nn.Module):
             lambda: rules_lib.random_feedback(self.make_rng("params"), kernel.shape,
                                               kernel.dtype)).value,
     }
+    threshold = self.variable(
+        "feedback", "threshold",
+        lambda: jnp.zeros((kernel.shape[-1],), kernel.dtype)).value
     if not self.has_variable("assignment", "rule"):
       y = forward(x, kernel)  # plain forward: true gradients
       rule = None
@@ -99,12 +107,15 @@ class _RuleAware(nn.Module):
             f"Layer {'/'.join(self.scope.path)} has a rule assignment but no 'feedback' PRNG "
             "stream: call apply(..., rngs={'feedback': key}) (biojax.learning_signal does).")
       b = _credit.feedback_matrix(rule, kernel, state, self.make_rng("feedback"), options)
-      y = _credit.credit(forward, options, x, kernel, b, rule)
+      y = _credit.credit(forward, options, x, kernel, b, rule, {"threshold": threshold})
     if bias is not None:
       if rule is not None:
         # A local rule's update comes from the layer alone: no error reaches the bias.
         bias = jnp.where(_credit.is_local(rule), jax.lax.stop_gradient(bias), bias)
       y = y + bias
+    y = y - threshold  # firing threshold (rule state): 0 unless a sparse rule adapted it
+    if rule is not None and options.allows("sparse"):
+      self.sow(ACTIVITY, "rate", rules_lib.firing_rate(jax.lax.stop_gradient(y)))
     if dfa_classes is not None:
       self.variable(
           "feedback", "direct",

@@ -8,6 +8,7 @@ every hidden layer. The classifier receives the output error directly under ever
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -27,6 +28,51 @@ def _scaled_lecun(scale: float) -> nn.initializers.Initializer:
   return nn.initializers.variance_scaling(scale**2, "fan_in", "truncated_normal")
 
 
+INITS = ("lecun", "dale", "mixed")
+
+
+def signed_uniform(inhibitory_fraction: float = 0.2, scale: float = 1.0,
+                   per_synapse: bool = False) -> nn.initializers.Initializer:
+  """Uniform magnitudes with excitatory and inhibitory signs (not lognormal, by design).
+
+  Magnitudes are ``U(0, a)`` with ``a = scale sqrt(3 / fan_in)`` for excitatory synapses (RMS
+  ``scale / sqrt(fan_in)``, as LeCun) and ``(1 - f) / f`` times larger for inhibitory ones,
+  so that the expected input of a unit is balanced (``f`` the inhibitory fraction; as in E/I
+  networks such as Cornford et al. 2021). Signs:
+
+  * ``per_synapse=False`` (Dale's law at initialisation): a fraction ``f`` of the presynaptic
+    units (rows of a dense kernel; every axis but the last) is inhibitory, exactly
+    ``round(f n)`` of them, chosen at random, and all outgoing weights of a unit share its sign;
+  * ``per_synapse=True`` (mixed signs per unit): each synapse independently is inhibitory with
+    probability ``f``, so almost every presynaptic unit has outgoing weights of both signs.
+  """
+  ratio = (1.0 - inhibitory_fraction) / inhibitory_fraction if inhibitory_fraction else 1.0
+
+  def init(key, shape, dtype=jnp.float32):
+    sign_key, magnitude_key = jax.random.split(key)
+    fan_in = math.prod(shape[:-1])
+    if per_synapse:
+      inhibitory = jax.random.bernoulli(sign_key, inhibitory_fraction, shape)
+    else:
+      units = math.prod(shape[:-1])
+      count = round(inhibitory_fraction * units)
+      order = jax.random.permutation(sign_key, units)
+      inhibitory = (order < count).reshape((*shape[:-1], 1))
+    magnitude = jax.random.uniform(magnitude_key, shape, dtype) * scale * math.sqrt(3 / fan_in)
+    return jnp.where(inhibitory, -ratio * magnitude, magnitude).astype(dtype)
+
+  return init
+
+
+def _kernel_init(init: str, scale: float, inhibitory_fraction: float
+                 ) -> nn.initializers.Initializer:
+  if init == "lecun":
+    return _scaled_lecun(scale)
+  if init in ("dale", "mixed"):
+    return signed_uniform(inhibitory_fraction, scale, per_synapse=init == "mixed")
+  raise ValueError(f"Unknown init {init!r}. Valid inits: {', '.join(INITS)}.")
+
+
 class MLP(nn.Module):
   """Multi-layer perceptron: ``hidden`` ReLU layers and a linear classifier.
 
@@ -36,12 +82,19 @@ class MLP(nn.Module):
   non-negative inputs drives most units to silence. ``hidden_init_scale`` multiplies the
   standard deviation of the hidden kernels' initialisation (LeCun normal: ``1/sqrt(fan_in)``);
   SoftHebb starts from ``25/sqrt(fan_in)`` so that its norm-adaptive rate starts high.
+
+  ``weight_init`` chooses every kernel's initialisation (classifier included): ``"lecun"`` (LeCun
+  normal), ``"dale"`` (excitatory and inhibitory presynaptic units, a fraction
+  ``inhibitory_fraction`` inhibitory, uniform magnitudes) or ``"mixed"`` (the same magnitudes
+  and sign statistics, signs drawn per synapse); see :func:`signed_uniform`.
   """
 
   num_classes: int = 10
   hidden: Sequence[int] = (256, 256)
   center_hidden: bool = False
   hidden_init_scale: float = 1.0
+  weight_init: str = "lecun"
+  inhibitory_fraction: float = 0.2
   options: rules_lib.RuleOptions = rules_lib.RuleOptions()
 
   @nn.compact
@@ -51,11 +104,13 @@ class MLP(nn.Module):
       if self.center_hidden and i > 0:
         x = self._center(x, train, f"center_{i}")
       layer = Dense(width, dfa_classes=self.num_classes, options=self.options,
-                    kernel_init=_scaled_lecun(self.hidden_init_scale), name=f"dense_{i}")
+                    kernel_init=_kernel_init(self.weight_init, self.hidden_init_scale,
+                                             self.inhibitory_fraction), name=f"dense_{i}")
       x = layer.tap(nn.relu(layer(x)))
     if self.center_hidden and self.hidden:
       x = self._center(x, train, "center_classifier")
-    return Dense(self.num_classes, options=self.options, name="classifier")(x)
+    return Dense(self.num_classes, options=self.options, name="classifier",
+                 kernel_init=_kernel_init(self.weight_init, 1.0, self.inhibitory_fraction))(x)
 
   @staticmethod
   def _center(x: Array, train: bool, name: str) -> Array:

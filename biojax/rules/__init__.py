@@ -1,8 +1,9 @@
 """Learning rules as small pure functions, registered once by name.
 
 Feedback-path rules (``bp fa usf brsf frsf kp``) give the matrix ``B`` that carries error to
-the layer below; ``dfa`` sends the output error directly; ``softhebb`` is local. The step
-geometry ``eg`` (exponentiated gradient) combines with any of them. See docs/rules.md.
+the layer below; ``dfa`` sends the output error directly; ``softhebb`` and ``sparse`` are
+local. The step geometry ``eg`` (exponentiated gradient) combines with any of them. See
+docs/rules.md and docs/sparse_rule.md.
 """
 
 from biojax.rules import _builtin  # noqa: F401  (registers the built-in rules)
@@ -46,13 +47,22 @@ from biojax.rules._softhebb import (
     softhebb_rate,
     softhebb_update,
 )
+from biojax.rules._sparse import (
+    eliminate_weak_synapses,
+    firing_rate,
+    homeostatic_threshold,
+    sparse_delta,
+    sparse_postsynaptic,
+    sparse_update,
+)
 
 __all__ = [
     "GEOMETRIES", "Rule", "RuleOptions", "bp_feedback", "brsf_feedback", "dense_forward",
-    "direct_feedback", "exponentiated_gradient", "exponentiated_update", "fa_feedback", "fans",
-    "format_rule_spec", "frsf_feedback", "geometry_id", "get_rule", "glorot_std",
-    "init_direct_feedback", "init_feedback_state", "kp_feedback", "kp_feedback_update",
-    "multiplicative", "multiplicative_step", "parse_rule_spec", "random_feedback", "register",
-    "rule_id", "rule_names", "rules", "softhebb_delta", "softhebb_postsynaptic", "softhebb_rate",
-    "softhebb_update", "usf_feedback",
+    "direct_feedback", "eliminate_weak_synapses", "exponentiated_gradient", "exponentiated_update",
+    "fa_feedback", "fans", "firing_rate", "format_rule_spec", "frsf_feedback", "geometry_id",
+    "get_rule", "glorot_std", "homeostatic_threshold", "init_direct_feedback",
+    "init_feedback_state", "kp_feedback", "kp_feedback_update", "multiplicative",
+    "multiplicative_step", "parse_rule_spec", "random_feedback", "register", "rule_id",
+    "rule_names", "rules", "softhebb_delta", "softhebb_postsynaptic", "softhebb_rate",
+    "softhebb_update", "sparse_delta", "sparse_postsynaptic", "sparse_update", "usf_feedback",
 ]

@@ -1,6 +1,6 @@
 """Registers the built-in rules. The order fixes their integer ids: append, never reorder."""
 
-from biojax.rules import _feedback, _softhebb
+from biojax.rules import _feedback, _softhebb, _sparse
 from biojax.rules._registry import Rule, register
 
 register(Rule("bp", "feedback", _feedback.bp_feedback, "Rumelhart, Hinton & Williams 1986",
@@ -19,7 +19,8 @@ register(Rule("dfa", "direct", None, "Nokland 2016",
               "direct feedback alignment: output error through fixed random B_l"))
 
 
-def _softhebb_signal(u, options):
+def _softhebb_signal(u, state, options):
+  del state
   return _softhebb.softhebb_postsynaptic(u, options.softhebb_temperature,
                                          options.softhebb_anti_hebbian)
 
@@ -32,3 +33,19 @@ def _softhebb_update(hebbian, w, u, y, options):
 register(Rule("softhebb", "local", None, "Journe et al. 2023",
               "soft winner-take-all Hebbian plasticity, no feedback",
               local_signal=_softhebb_signal, local_update=_softhebb_update))
+
+
+def _sparse_signal(u, state, options):
+  threshold = 0.0 if state is None else state["threshold"]
+  return _sparse.sparse_postsynaptic(u, threshold, options.sparse_temperature,
+                                     options.sparse_competition)
+
+
+def _sparse_update(hebbian, w, u, y, options):
+  del options
+  return _sparse.sparse_update(hebbian, w, u, y)
+
+
+register(Rule("sparse", "local", None, "after Inoue, Rohrbein & Knoblauch 2026",
+              "competitive Hebbian plasticity with homeostatic thresholds and elimination",
+              local_signal=_sparse_signal, local_update=_sparse_update))

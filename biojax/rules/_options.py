@@ -14,6 +14,15 @@ class RuleOptions:
     softhebb_anti_hebbian: negate the plasticity signal of the losing neurons.
     softhebb_normalize: divide each update by its largest magnitude, as the authors' code.
     kp_decay: ``lambda`` of Kolen-Pollack; ``B - W`` shrinks by ``1 - lambda`` per step.
+    sparse_competition: the ``sparse`` rule's soft winner-take-all among the units of a layer
+      (off: each unit learns when it fires, ``y = 1[u > theta]``).
+    sparse_temperature: ``tau`` of that soft winner-take-all.
+    sparse_homeostasis: adapt each unit's firing threshold ``theta`` towards the target rate.
+    sparse_target_rate: ``rho``, the target fraction of inputs on which a unit fires.
+    sparse_homeostasis_rate: ``eta_theta``, the threshold's step per unit of rate error.
+    sparse_elimination: structural plasticity: a synapse weaker than
+      ``sparse_elimination_threshold`` times its unit's strongest synapse becomes exactly 0.
+    sparse_elimination_threshold: ``epsilon`` of that criterion.
     rules: the rules that assignments may use (``None``: every registered rule). Compiled
       programs contain branches for these rules only; any assignment within them runs
       without recompiling. Leaving out the local rules (SoftHebb) when no layer uses them
@@ -25,6 +34,13 @@ class RuleOptions:
   softhebb_anti_hebbian: bool = True
   softhebb_normalize: bool = True
   kp_decay: float = 1e-3
+  sparse_competition: bool = True
+  sparse_temperature: float = 0.1
+  sparse_homeostasis: bool = True
+  sparse_target_rate: float = 0.1
+  sparse_homeostasis_rate: float = 0.05
+  sparse_elimination: bool = True
+  sparse_elimination_threshold: float = 0.05
   rules: tuple[str, ...] | None = None
 
   def __post_init__(self):

@@ -27,9 +27,10 @@ class Rule:
       every batch.
     citation: the paper that defines the rule.
     summary: one line for tables and error messages.
-    local_signal: for ``"local"`` rules, ``local_signal(u, options) -> s``: the postsynaptic
-      plasticity signal of each output unit, from the layer's pre-activation ``u`` (the
-      shape of ``u``).
+    local_signal: for ``"local"`` rules, ``local_signal(u, state, options) -> s``: the
+      postsynaptic plasticity signal of each output unit, from the layer's pre-activation
+      ``u`` (the shape of ``u``) and its per-unit rule state ``state`` (``{"threshold":
+      theta}``, shape ``(out,)``).
     local_update: for ``"local"`` rules, ``local_update(hebbian, w, u, s, options) -> update``:
       the layer's pseudo-gradient (the optimizer subtracts it) from the pre x post term
       ``hebbian = sum x s`` (``x^T s`` for a dense layer; computed by the layer with the
