@@ -44,6 +44,7 @@ from biojax import diagnostics
 from biojax import rules as rules_lib
 from biojax import train as train_lib
 from biojax.nn import get_model
+from biojax.nn.assignment import validate_assignment
 
 # The fields of a training config (experiments/train.py documents each).
 CONFIG_KEYS = (
@@ -238,7 +239,15 @@ def _init_program(model: nn.Module, programs: _Programs, image_shape: tuple[int,
   def init(key):
     return train_lib.create_train_state(model, programs.tx, key, sample, spec)
 
-  return jax.jit(init, out_shardings=replicated)
+  jitted = jax.jit(init, out_shardings=replicated)
+
+  def checked(key):
+    state = jitted(key)
+    # The rule ids are tracers inside jit; check them against the model's rule universe here.
+    validate_assignment(state.assignment, state.variables(), getattr(model, "options", None))
+    return state
+
+  return checked
 
 
 # ---------------------------------------------------------------------------- checkpoints

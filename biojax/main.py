@@ -1,5 +1,9 @@
 """Launcher: ``python -m biojax.main --config=experiments/train.py --workdir=DIR``.
 
+A config with ``task = "search"`` (experiments/quickstart.py) runs the architecture and
+learning-rule search (:func:`biojax.nas.search.search`, docs/nas.md); any other trains one
+model (:func:`biojax.experiment.train_and_evaluate`, docs/pipeline.md).
+
 Any config field can be overridden: ``--config.rule=fa``, ``--config.num_steps=500``,
 ``--config.model_kwargs.mlp.hidden="(512,)"``. Running again with the same workdir resumes
 from its latest checkpoint. See docs/pipeline.md.
@@ -31,7 +35,15 @@ def main(argv: list[str]) -> None:
     jax.distributed.initialize()
   logging.info("JAX process %d of %d; devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  report = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  if config.get("task", "train") == "search":
+    from biojax.nas import search  # noqa: PLC0415 (only searches need it)
+    report = search.search(config, _WORKDIR.value)
+    if report.get("interrupted"):
+      logging.info("Interrupted before generation %d; the search state is saved.",
+                   report["generation"])
+    return
+  report = experiment.train_and_evaluate(config, _WORKDIR.value)
   if report.get("interrupted"):
     logging.info("Interrupted at step %d; the checkpoint is saved.", report["step"])
 

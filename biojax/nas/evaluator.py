@@ -1,21 +1,27 @@
-"""The population evaluator: genomes ``(P, G)`` -> fitness ``(P,)`` in one jitted program.
+"""The population evaluator: genomes ``(P, G)`` -> fitness ``(P,)``.
 
 Each candidate is initialised from the caller's key (the same initial state for every
 candidate: common random numbers), trains for a proxy budget of ``steps`` on the
-same stacked training batches (``jax.lax.scan`` over steps), and is scored by its
-mask-weighted accuracy on the stacked validation batches (DESIGN.md section 5). The
-candidates are evaluated by one of three strategies, all inside the same program:
+same stacked training batches, and is scored by its mask-weighted accuracy on the stacked
+validation batches (DESIGN.md section 5). Four strategies:
 
-- ``"vmap"``: ``jax.vmap`` over the whole population;
-- ``"map"``: ``jax.lax.map`` over candidates, one at a time;
-- ``"chunked"``: ``jax.lax.map`` over chunks of ``chunk_size`` candidates, each chunk
-  vmapped (the population is padded to a multiple of ``chunk_size`` with copies of its first
-  genome, whose results are dropped).
+- ``"vmap"``: one jitted program, ``jax.vmap`` over the whole population and
+  ``jax.lax.scan`` over steps (the default on accelerators);
+- ``"map"``: one jitted program, ``jax.lax.map`` over candidates, one at a time;
+- ``"chunked"``: one jitted program, ``jax.lax.map`` over chunks of ``chunk_size``
+  candidates, each chunk vmapped (the population is padded to a multiple of ``chunk_size``
+  with copies of its first genome, whose results are dropped);
+- ``"sequential"``: candidates one after another and steps one after another from Python,
+  each step one call of a compiled single-candidate train step (the same program for every
+  candidate, step and generation). The default on CPU: XLA:CPU runs a convolution inside a
+  loop (``scan``, ``lax.map``) about 7x slower than the same convolution called on its own
+  (docs/performance.md), which makes the in-program strategies slow there.
 
 Operations and rules are genome data, so a new population never recompiles (only a new
-population size, batch shape or budget does). A candidate whose training loss, parameters,
-rule state or batch statistics, or validation loss become NaN/Inf gets fitness ``-inf`` and
-a reason code (:data:`REASONS`); the other candidates' computations are independent of it.
+population size, batch shape or budget does; ``"sequential"`` does not depend on the
+population size at all). A candidate whose training loss, parameters, rule state or batch
+statistics, or validation loss become NaN/Inf gets fitness ``-inf`` and a reason code
+(:data:`REASONS`); the other candidates' computations are independent of it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from biojax import train as train_lib
 from biojax.nas.candidate import as_candidate
@@ -39,7 +47,8 @@ from biojax.nas.nb201 import NB201Space
 
 Array = jax.Array
 
-STRATEGIES = ("vmap", "map", "chunked")
+STRATEGIES = ("vmap", "map", "chunked", "sequential")
+POPULATION_AXIS = "population"
 
 # Reason codes of info["reason"] (int32 per candidate).
 OK = 0
@@ -52,13 +61,21 @@ REASONS = {OK: "ok", NONFINITE_LOSS: "non-finite training loss",
 
 
 def default_strategy(backend: str | None = None) -> str:
-  """The strategy used when none is given: ``"map"`` on CPU (XLA's CPU convolutions batched
-  by ``vmap`` are slow, DESIGN.md section 5), ``"vmap"`` on accelerators."""
+  """The strategy used when none is given: ``"sequential"`` on CPU (XLA:CPU runs
+  convolutions inside loops about 7x slower, and vmapped ones about 2x slower per candidate,
+  docs/performance.md), ``"vmap"`` on accelerators."""
   backend = backend or jax.default_backend()
-  return "map" if backend == "cpu" else "vmap"
+  return "sequential" if backend == "cpu" else "vmap"
 
 
-class _ScaleState(NamedTuple):  # a NamedTuple, so optax.tree_utils.tree_set finds `scale`
+def population_mesh(devices: Iterable[jax.Device] | None = None) -> Mesh:
+  """A one-axis mesh (``"population"``) over ``devices`` (default: all devices, of every
+  process in a multi-host run), for :class:`PopulationEvaluator`'s ``mesh``."""
+  return Mesh(np.asarray(list(devices) if devices is not None else jax.devices()),
+              (POPULATION_AXIS,))
+
+
+class _ScaleState(NamedTuple):
   scale: Array
 
 
@@ -92,6 +109,10 @@ class PopulationEvaluator:
     schedule, warmup_steps: as :func:`biojax.make_schedule`, over ``steps``.
     strategy: one of :data:`STRATEGIES`; ``None`` picks :func:`default_strategy`.
     chunk_size: candidates per vmapped chunk for ``"chunked"``.
+    mesh: a device mesh with a ``"population"`` axis (:func:`population_mesh`): the
+      candidates are split across its devices (the population is padded to a multiple of
+      the device count with copies of its first genome, whose results are dropped), each
+      device evaluating its share with ``strategy``. ``None``: one device.
     compiler_options: XLA options for compiling the program, as ``(name, value)`` pairs
       (``jax.jit``'s ``compiler_options``); e.g. ``(("xla_backend_optimization_level", 0),)``
       compiles faster on CPU and runs slower (the tests use it).
@@ -111,6 +132,7 @@ class PopulationEvaluator:
   strategy: str | None = None
   chunk_size: int = 8
   compiler_options: tuple[tuple[str, Any], ...] = ()
+  mesh: Mesh | None = None
 
   def __post_init__(self):
     if self.strategy is None:
@@ -158,79 +180,112 @@ class PopulationEvaluator:
     """
     genomes = jnp.asarray(genomes, jnp.int32)
     if step_scale is None:
-      step_scale = jnp.ones(genomes.shape[:1], jnp.float32)
-    return self._program(genomes, train_batches, validation_batches, key,
-                         jnp.asarray(step_scale, jnp.float32))
+      step_scale = np.ones(genomes.shape[:1], np.float32)
+    step_scale = jnp.asarray(step_scale, jnp.float32)
+    if self.strategy == "sequential":
+      return self._evaluate_sequential(genomes, train_batches, validation_batches, key,
+                                       step_scale)
+    return self._program(genomes, train_batches, validation_batches, key, step_scale)
 
   def _compile_count(self) -> int:
     """Number of compiled variants of the program (``jax.jit``'s cache size)."""
     return self._program._cache_size()
 
   @functools.cached_property
-  def _program(self):
-    model, space, tx = self.model, self.space, self.tx
+  def _pieces(self) -> _Pieces:
+    """The pure functions both the in-program and the sequential evaluation are made of."""
+    model, space, tx, steps = self.model, self.space, self.tx, self.steps
     train_step = train_lib.make_train_step(model, tx)
     eval_step = train_lib.make_eval_step(model)
 
-    def init_variables(key, sample):
-      return flax.core.unfreeze(model.init(key, sample, train=False))
-
-    def run(genomes, train_batches, validation_batches, key, step_scale):
-      images = train_batches["image"]
-      if images.shape[:2] != (self.steps, self.batch_size):
-        raise ValueError(f"train_batches['image'] has shape {images.shape}: expected "
-                         f"(steps={self.steps}, batch_size={self.batch_size}, ...).")
-      if genomes.ndim != 2 or genomes.shape[1] != len(space.gene_sizes):
-        raise ValueError(f"genomes must be (P, {len(space.gene_sizes)}), got {genomes.shape}.")
+    def setup(key, sample):
+      """Common random numbers: one initial state and one key per step for everyone."""
       init_key, train_key = jax.random.split(key)
       step_keys = jax.vmap(functools.partial(jax.random.fold_in, train_key))(
-          jnp.arange(self.steps))
-      sample = images[0, :1]
-      # Common random numbers: one initial state for every candidate. The assignment is
-      # built from these variables (inside this trace their dict lists the layers in the
-      # order of application).
-      variables = init_variables(init_key, sample)
+          jnp.arange(steps))
+      return flax.core.unfreeze(model.init(init_key, sample, train=False)), step_keys
+
+    def start(variables, genome, scale):
+      # The assignment is built from these variables (inside a trace their dict lists the
+      # layers in the order of application).
       assign = space.assignment_fn(variables, getattr(model, "options", None))
+      state = train_lib.train_state_from_variables(variables, tx, assign(genome))
+      # tx is chain(base, _step_scale()): its state is (base state, _ScaleState). (Not
+      # optax.tree_utils.tree_set(..., scale=...): that also matches Adam's moments of
+      # every parameter named "scale", such as BatchNorm's.)
+      base_state, _ = state.opt_state
+      state = as_candidate(state, space.architecture(genome)).replace(
+          opt_state=(base_state, _ScaleState(scale=scale)))
+      return state, jnp.asarray(-1, jnp.int32), jnp.asarray(OK, jnp.int32)
+
+    def train(carry, xs):
+      state, failed_step, reason = carry
+      batch, step_key = xs
+      state, metrics = train_step(state, batch, step_key)
+      loss_ok = jnp.isfinite(metrics["loss"])
+      state_ok = train_lib.all_finite((state.params, state.feedback, state.batch_stats))
+      first = (reason == OK) & ~(loss_ok & state_ok)
+      failed_step = jnp.where(first, state.step - 1, failed_step)
+      reason = jnp.where(first, jnp.where(loss_ok, NONFINITE_STATE, NONFINITE_LOSS), reason)
+      return (state, failed_step, reason), metrics["loss"]
+
+    def validate(state, totals, batch):
+      return jax.tree.map(jnp.add, totals, eval_step(state, batch))
+
+    def finish(carry, totals, last_loss):
+      _, failed_step, reason = carry
+      count = jnp.maximum(totals["count"], 1.0)
+      accuracy, val_loss = totals["correct"] / count, totals["loss_sum"] / count
+      bad_val = (reason == OK) & ~jnp.isfinite(val_loss)
+      failed_step = jnp.where(bad_val, steps, failed_step)
+      reason = jnp.where(bad_val, NONFINITE_VALIDATION, reason)
+      failed = reason != OK
+      fitness = jnp.where(failed, -jnp.inf, accuracy)
+      info = {"validation_accuracy": accuracy, "validation_loss": val_loss,
+              "train_loss": last_loss, "failed": failed, "reason": reason,
+              "failed_step": failed_step}
+      return fitness, info
+
+    return _Pieces(setup, start, train, validate, finish)
+
+  def _check(self, genomes, train_batches) -> None:
+    images = train_batches["image"]
+    if images.shape[:2] != (self.steps, self.batch_size):
+      raise ValueError(f"train_batches['image'] has shape {images.shape}: expected "
+                       f"(steps={self.steps}, batch_size={self.batch_size}, ...).")
+    if genomes.ndim != 2 or genomes.shape[1] != len(self.space.gene_sizes):
+      raise ValueError(
+          f"genomes must be (P, {len(self.space.gene_sizes)}), got {genomes.shape}.")
+
+  @functools.cached_property
+  def _program(self):
+    pieces = self._pieces
+
+    def run(genomes, train_batches, validation_batches, key, step_scale):
+      self._check(genomes, train_batches)
+      if self.mesh is None or self.mesh.size == 1:
+        return evaluate_local(genomes, step_scale, train_batches, validation_batches, key)
+      # The population axis is split across the mesh's devices; the data and the key are
+      # replicated, so every device builds the same initial state (common random numbers).
+      population = genomes.shape[0]
+      pad = -population % self.mesh.size
+      padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]),
+                            (genomes, step_scale))
+      sharded = jax.shard_map(
+          evaluate_local, mesh=self.mesh, in_specs=(P(POPULATION_AXIS),) * 2 + (P(),) * 3,
+          out_specs=P(POPULATION_AXIS), check_vma=False)
+      out = sharded(*padded, train_batches, validation_batches, key)
+      return jax.tree.map(lambda x: x[:population], out)
+
+    def evaluate_local(genomes, step_scale, train_batches, validation_batches, key):
+      variables, step_keys = pieces.setup(key, train_batches["image"][0, :1])
 
       def candidate(genome, scale):
-        state = train_lib.train_state_from_variables(variables, tx, assign(genome))
-        state = as_candidate(state, space.architecture(genome)).replace(
-            opt_state=optax.tree_utils.tree_set(state.opt_state, scale=scale))
-
-        def body(carry, xs):
-          state, failed_step, reason = carry
-          batch, step_key = xs
-          state, metrics = train_step(state, batch, step_key)
-          loss_ok = jnp.isfinite(metrics["loss"])
-          state_ok = train_lib.all_finite((state.params, state.feedback, state.batch_stats))
-          first = (reason == OK) & ~(loss_ok & state_ok)
-          failed_step = jnp.where(first, state.step - 1, failed_step)
-          reason = jnp.where(first, jnp.where(loss_ok, NONFINITE_STATE, NONFINITE_LOSS),
-                             reason)
-          return (state, failed_step, reason), metrics["loss"]
-
-        init_carry = (state, jnp.asarray(-1, jnp.int32), jnp.asarray(OK, jnp.int32))
-        (state, failed_step, reason), losses = jax.lax.scan(
-            body, init_carry, (train_batches, step_keys))
-
-        def eval_body(total, batch):
-          metrics = eval_step(state, batch)
-          return jax.tree.map(jnp.add, total, metrics), None
-
-        zero = jnp.zeros((), jnp.float32)
-        totals, _ = jax.lax.scan(eval_body, {"loss_sum": zero, "correct": zero, "count": zero},
-                                 validation_batches)
-        count = jnp.maximum(totals["count"], 1.0)
-        accuracy, val_loss = totals["correct"] / count, totals["loss_sum"] / count
-        bad_val = (reason == OK) & ~jnp.isfinite(val_loss)
-        failed_step = jnp.where(bad_val, self.steps, failed_step)
-        reason = jnp.where(bad_val, NONFINITE_VALIDATION, reason)
-        failed = reason != OK
-        fitness = jnp.where(failed, -jnp.inf, accuracy)
-        info = {"validation_accuracy": accuracy, "validation_loss": val_loss,
-                "train_loss": losses[-1], "failed": failed, "reason": reason,
-                "failed_step": failed_step}
-        return fitness, info
+        carry, losses = jax.lax.scan(pieces.train, pieces.start(variables, genome, scale),
+                                     (train_batches, step_keys))
+        totals, _ = jax.lax.scan(lambda t, b: (pieces.validate(carry[0], t, b), None),
+                                 _zero_totals(), validation_batches)
+        return pieces.finish(carry, totals, losses[-1])
 
       population = genomes.shape[0]
       args = (genomes, step_scale)
@@ -248,7 +303,68 @@ class PopulationEvaluator:
       return jax.tree.map(lambda x: x.reshape((chunks * chunk,) + x.shape[2:])[:population],
                           out)
 
-    return jax.jit(run, compiler_options=dict(self.compiler_options) or None)
+    return jax.jit(run, compiler_options=self._compiler_options)
+
+  @property
+  def _compiler_options(self) -> dict | None:
+    return dict(self.compiler_options) or None
+
+  @functools.cached_property
+  def _sequential_programs(self) -> _Pieces:
+    """The pieces, each jitted on its own (one step per call), for ``"sequential"``."""
+    pieces, options = self._pieces, self._compiler_options
+
+    def train(carry, train_batches, step_keys, t):
+      batch = jax.tree.map(lambda x: x[t], train_batches)
+      return pieces.train(carry, (batch, step_keys[t]))
+
+    def validate(state, totals, validation_batches, v):
+      return pieces.validate(state, totals, jax.tree.map(lambda x: x[v], validation_batches))
+
+    return _Pieces(
+        setup=jax.jit(pieces.setup, compiler_options=options),
+        start=jax.jit(pieces.start, compiler_options=options),
+        train=jax.jit(train, compiler_options=options),
+        validate=jax.jit(validate, compiler_options=options),
+        finish=jax.jit(pieces.finish, compiler_options=options))
+
+  def _evaluate_sequential(self, genomes, train_batches, validation_batches, key, step_scale):
+    """Candidates one after another, steps one after another, each step one call of the
+    same compiled program (XLA:CPU runs convolutions inside loops far slower, section
+    "Convolutions inside loops" of docs/performance.md)."""
+    self._check(genomes, train_batches)
+    programs = self._sequential_programs
+    train_batches = jax.device_put(dict(train_batches))
+    validation_batches = jax.device_put(dict(validation_batches))
+    variables, step_keys = programs.setup(key, train_batches["image"][0, :1])
+    num_validation = int(np.shape(validation_batches["label"])[0])
+    results = []
+    # Host copies: iterating over device arrays would dispatch (and compile) slicing ops.
+    genomes, step_scale = np.asarray(genomes), np.asarray(step_scale)
+    for genome, scale in zip(genomes, step_scale, strict=True):
+      carry = programs.start(variables, genome, scale)
+      loss = None
+      for t in range(self.steps):
+        carry, loss = programs.train(carry, train_batches, step_keys, np.int32(t))
+      totals = _zero_totals()
+      for v in range(num_validation):
+        totals = programs.validate(carry[0], totals, validation_batches, np.int32(v))
+      results.append(programs.finish(carry, totals, loss))
+    # Stacked on the host: an eager stack would compile anew for each population size.
+    return jax.tree.map(lambda *xs: jax.device_put(np.stack(xs)), *jax.device_get(results))
+
+
+class _Pieces(NamedTuple):
+  setup: Any  # (key, sample) -> (variables, step_keys)
+  start: Any  # (variables, genome, scale) -> carry = (state, failed_step, reason)
+  train: Any  # (carry, (batch, step_key)) -> (carry, loss)
+  validate: Any  # (state, totals, batch) -> totals
+  finish: Any  # (carry, totals, last_loss) -> (fitness, info)
+
+
+def _zero_totals() -> dict[str, Array]:
+  zero = jnp.zeros((), jnp.float32)
+  return {"loss_sum": zero, "correct": zero, "count": zero}
 
 
 def stack_train_batches(batches: Iterable[Mapping], steps: int) -> dict[str, np.ndarray]:

@@ -6,9 +6,15 @@ about 17 s to compile on a 2-core CPU without XLA's backend optimisations, so th
 compiles four and shares them."""
 
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from biojax import nas, rules
@@ -58,22 +64,26 @@ def test_strategies_give_equal_fitness():
   assert len(set(info["validation_loss"].tolist())) == 5  # five different networks
   # Mask-weighted: accuracies are multiples of 1/13 (13 real validation examples).
   np.testing.assert_allclose(fitness * 13, np.round(fitness * 13), atol=1e-4)
-  for strategy in ("map", "chunked"):
+  for strategy in ("map", "chunked", "sequential"):
     other, other_info = evaluated(strategy)
     np.testing.assert_allclose(other, fitness, atol=1e-6, err_msg=strategy)
     for name in ("validation_loss", "train_loss"):
       np.testing.assert_allclose(other_info[name], info[name], rtol=1e-4, err_msg=name)
 
 
-def test_new_population_does_not_recompile():
-  evaluated("vmap")
+@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+def test_new_population_does_not_recompile(strategy):
+  evaluated(strategy)
   genomes = np.asarray(SPACE.random_genomes(jax.random.key(11), 5))
   assert not any((genomes == g).all() for g in GENOMES)
   with CompileCounter() as counter:
-    fitness, info = evaluator("vmap").evaluate(genomes, TRAIN, VALIDATION, KEY)
+    fitness, info = evaluator(strategy).evaluate(genomes, TRAIN, VALIDATION, KEY)
     jax.block_until_ready(fitness)
+    if strategy == "sequential":  # its programs do not depend on the population size
+      evaluator(strategy).evaluate(genomes[:2], TRAIN, VALIDATION, KEY)
   assert counter.count == 0
-  assert evaluator("vmap")._compile_count() == 1
+  if strategy == "vmap":
+    assert evaluator("vmap")._compile_count() == 1
   assert np.all(np.isfinite(np.asarray(fitness)))
 
 
@@ -89,7 +99,7 @@ def test_padding_rows_do_not_count():
   np.testing.assert_array_equal(np.asarray(info2["validation_loss"]), info["validation_loss"])
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "chunked"])
+@pytest.mark.parametrize("strategy", ["vmap", "chunked", "sequential"])
 def test_diverging_candidate_fails_alone(strategy):
   fitness, info = evaluated(strategy)
   scale = np.ones(5, np.float32)
@@ -122,7 +132,8 @@ def test_settings_are_checked():
     ev.PopulationEvaluator(SPACE, MODEL, steps=STEPS, batch_size=BATCH, strategy="pmap")
   with pytest.raises(ValueError, match="steps"):
     evaluator("map").evaluate(GENOMES, jax.tree.map(lambda x: x[:2], TRAIN), VALIDATION, KEY)
-  assert ev.default_strategy("cpu") == "map" and ev.default_strategy("gpu") == "vmap"
+  # XLA:CPU runs convolutions inside loops (scan, lax.map) slowly: sequential on CPU.
+  assert ev.default_strategy("cpu") == "sequential" and ev.default_strategy("gpu") == "vmap"
 
 
 def test_stacking_batches():
@@ -152,3 +163,44 @@ def test_non_finite_data_gives_reasons():
   assert (np.asarray(fitness_v) == -np.inf).all()
   assert (np.asarray(info_v["reason"]) == ev.NONFINITE_VALIDATION).all()
   assert (np.asarray(info_v["failed_step"]) == STEPS).all()
+
+
+def test_population_sharded_over_8_devices_equals_one_device(tmp_path):
+  """The population axis split over 8 forced CPU devices (a subprocess: the device count is
+  fixed at start-up) gives the fitness of one device, for 5 candidates (padded to 8)."""
+  fitness, info = evaluated("vmap")
+  script = tmp_path / "sharded.py"
+  script.write_text(
+      "import json, sys\n"
+      f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+      "import jax, numpy as np\n"
+      "import test_evaluator as t\n"
+      "from biojax.nas import evaluator as ev\n"
+      "assert jax.device_count() == 8\n"
+      "e = ev.PopulationEvaluator(t.SPACE, t.MODEL, steps=t.STEPS, batch_size=t.BATCH,\n"
+      "    strategy='vmap',\n"
+      "    compiler_options=t.FAST_COMPILE, mesh=ev.population_mesh())\n"
+      "f, i = e.evaluate(t.GENOMES, t.TRAIN, t.VALIDATION, t.KEY)\n"
+      "print(json.dumps({'fitness': np.asarray(f).tolist(),\n"
+      "                  'loss': np.asarray(i['validation_loss']).tolist()}))\n")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                       timeout=600, check=True)
+  sharded = json.loads(out.stdout.strip().splitlines()[-1])
+  np.testing.assert_allclose(sharded["fitness"], fitness, atol=1e-6)
+  np.testing.assert_allclose(sharded["loss"], info["validation_loss"], rtol=1e-4)
+
+
+def test_step_scale_is_set_apart_from_adams_moments():
+  """Adam's moments hold an entry per parameter, BatchNorm's "scale" included: setting the
+  per-candidate step scale must change only the evaluator's own scale state."""
+  adam = ev.PopulationEvaluator(SPACE, MODEL, steps=STEPS, batch_size=BATCH, optimizer="adam",
+                                learning_rate=0.01)
+  variables, _ = adam._pieces.setup(KEY, TRAIN["image"][0, :1])
+  state, failed_step, reason = adam._pieces.start(variables, GENOMES[0], np.float32(0.5))
+  base, scale_state = state.opt_state
+  assert float(scale_state.scale) == 0.5 and int(failed_step) == -1 and int(reason) == ev.OK
+  moments = optax.tree_utils.tree_get(base, "mu")
+  assert jax.tree.map(np.shape, moments) == jax.tree.map(np.shape, state.params)
+  assert all(not np.any(np.asarray(m)) for m in jax.tree.leaves(moments))
