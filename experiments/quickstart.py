@@ -3,14 +3,14 @@ of every layer, on Fashion-MNIST, in a few minutes on two CPU cores.
 
     python -m biojax.main --config=experiments/quickstart.py --workdir=runs/quickstart
 
-Regularised evolution (population 16, tournament 3, 8 children per generation, 10
-generations: 80 candidates) over the NAS-Bench-201 space with a rule gene on every weight
+Regularised evolution (population 16, tournament 3, 8 children per generation, 9
+generations: 72 candidates) over the NAS-Bench-201 space with a rule gene on every weight
 layer, choosing among the eight built-in rules. Every candidate trains for a proxy budget of
 60 steps of 64 images (12x12: the 28x28 images are centre-cropped to 24x24 and average-pooled
 2x2, so that a candidate costs about 2 s on two cores) on the same batches from the same
 initial state, and is scored on 2,000 held-out validation images. Then the baselines (the
 best cell with each single rule, and with 8 random rule assignments) run in the same program
-and budget, and the best genome is retrained for 1,500 steps and tested once.
+and budget, and the best genome is retrained for 1,200 steps of 64 and tested once.
 
 Outputs in the workdir: report.json, history.jsonl, candidates.jsonl, fitness.png,
 rule_frequency.png, accuracy_vs_params.png, checkpoints/ (docs/nas.md). Running the same
@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
       "population_size": 16,
       "tournament_size": 3,
       "num_children": 8,  # candidates per generation (one evaluator call)
-      "generations": 10,
+      "generations": 9,
   })
 
   # The proxy budget of every candidate (biojax.nas.PopulationEvaluator).
@@ -91,8 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # The final retrain of the best genome, tested once.
   config.retrain = ml_collections.ConfigDict({
-      "steps": 1500,
-      "batch_size": 128,
+      "steps": 1200,
+      "batch_size": 64,
       "eval_batch_size": 1000,
       "optimizer": "adam",
       "learning_rate": 3e-3,
