@@ -1,0 +1,91 @@
+"""Issue 5's experiment (experiments/sparse_rule.py) end to end in its quick mode.
+
+Checks the report's structure and value ranges, the files it writes and two properties that
+hold at any training length (Dale adherence 1 from the E/I initialisation under
+multiplicative steps, below 1 from the mixed one); not the floors of the issue, which need
+the full run (docs/sparse_rule.md). The mixed-sign initialisation's Dale adherence is
+tests/test_sparse_rule.py's.
+"""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+from experiments import sparse_rule  # noqa: E402
+
+# A subset, to stay within a minute (each model compiles its programs once; the full run has
+# every rule of experiments/sparse_rule.py).
+RULES = ("sparse", "bp")
+SHOTS = ("1", "5", "10", "50", "100", "all")
+
+
+def _fraction(value):
+  return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+@pytest.mark.slow
+def test_quick_experiment_writes_a_complete_report(tmp_path):
+  config = sparse_rule.get_config()
+  config.quick = True
+  config.train.dataset = "synthetic"  # no download: the generated 8x8 data set
+  config.rules = RULES
+  report = sparse_rule.run(config, str(tmp_path))
+
+  with open(tmp_path / "report.json") as f:
+    assert json.load(f) == report
+  for name in ("results.md", "robustness.png", "few_shot.png"):
+    assert (tmp_path / name).stat().st_size > 0
+  assert list(report["rules"]) == list(RULES)
+  epsilons = [str(float(e)) for e in sparse_rule.QUICK["robustness"]["epsilons"]]
+  for rule, result in report["rules"].items():
+    for name in ("weights.png", "receptive_fields.png", "evaluation.json"):
+      assert (tmp_path / rule / name).stat().st_size > 0, (rule, name)
+    assert _fraction(result["test_accuracy"])
+    layers = {"dense_0", "classifier"}
+    assert set(result["dale_adherence"]) == layers | {"overall"}
+    assert all(_fraction(v["adherence"]) for v in result["dale_adherence"].values())
+    fit = result["lognormal_ks"]
+    assert set(fit) == layers | {"overall", "init"}
+    for layer in layers:
+      assert _fraction(fit[layer]["ks_lognormal"]) and _fraction(fit[layer]["ks_normal"])
+    assert _fraction(fit["init"]["dense_0"]["ks_lognormal"])
+    for stats in result["synapse_sparsity"].values():
+      assert _fraction(stats["zero_fraction"]) and _fraction(stats["small_fraction"])
+      assert stats["small_fraction"] >= stats["zero_fraction"]
+    (activity,) = result["activity_sparsity"].values()
+    assert _fraction(activity["active_fraction"])
+    population = activity["population_treves_rolls"]
+    assert population is None or 1 / 32 - 1e-6 <= population <= 1.0
+    robustness = result["robustness"]
+    assert set(robustness) == {"fgsm", "pgd", "square", "transfer"}
+    clean = {curve["0.0"] for curve in robustness.values()}
+    assert len(clean) == 1  # every attack returns its input at epsilon 0
+    for curve in robustness.values():
+      assert list(curve) == epsilons and all(_fraction(a) for a in curve.values())
+    assert list(result["few_shot"]) == list(SHOTS)
+    assert all(_fraction(a) for a in result["few_shot"].values())
+    for k, detail in result["few_shot_detail"].items():
+      assert math.isclose(detail["mean"], result["few_shot"][k])
+      assert detail["num_train"] == (detail["num_train"] if k == "all" else int(k) * 10)
+    summary = report["summary"][rule]
+    assert summary["epsilon"] == 0.05 and _fraction(summary["pgd"])
+    assert summary["test_accuracy"] == result["test_accuracy"]
+
+  # Multiplicative steps keep every sign: the E/I network obeys Dale's law at any length.
+  assert report["rules"]["sparse"]["dale_adherence"]["dense_0"]["adherence"] == 1.0
+  assert report["rules"]["sparse"]["dale_adherence"]["classifier"]["adherence"] == 1.0
+  assert report["rules"]["bp"]["dale_adherence"]["dense_0"]["adherence"] < 0.5
+  assert report["rules"]["bp"]["synapse_sparsity"]["overall"]["zero_fraction"] == 0.0
+  table = (tmp_path / "results.md").read_text()
+  assert all(f"| {rule} |" in table for rule in RULES)
+
+  # Resumable: a second run reuses every training and evaluation.
+  again = sparse_rule.run(config, str(tmp_path))
+  assert again["rules"] == report["rules"]
