@@ -212,7 +212,13 @@ def random_variables(seed=1):
   return {"params": jax.tree.map(normal, shapes["params"]),
           "batch_stats": jax.tree.map(lambda s: rng.uniform(0.5, 2.0, s.shape).astype(s.dtype),
                                       shapes["batch_stats"]),
-          "feedback": jax.tree.map(normal, shapes["feedback"])}
+          # Random rule state, except the sparse rule's homeostatic thresholds, which every
+          # layer subtracts from its output (zero unless that rule adapts them): the
+          # reference network has none.
+          "feedback": jax.tree_util.tree_map_with_path(
+              lambda path, s: (np.zeros(s.shape, s.dtype)
+                               if getattr(path[-1], "key", None) == "threshold"
+                               else normal(s)), shapes["feedback"])}
 
 
 @functools.lru_cache
