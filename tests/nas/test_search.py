@@ -195,7 +195,7 @@ def test_bad_config_values_are_named():
                               search_lib.build_space(tiny_config()))
   with pytest.raises(ValueError, match="Valid spaces"):
     search_lib.build_space(tiny_config(**{"space.name": "nb301"}))
-  with pytest.raises(ValueError, match="Unknown rule"):
+  with pytest.raises(ValueError, match="Unknown learning rule .fax.. Valid rules: bp"):
     search_lib.build_space(tiny_config(**{"space.rules": ("bp", "fax")}))
   with pytest.raises(ValueError, match="generations"):
     search_lib.check_search_config(tiny_config(**{"search.generations": 0}))
