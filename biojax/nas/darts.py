@@ -321,6 +321,16 @@ class DartsSpace:
     return Genotype(normal=cells[0], normal_concat=CONCAT, reduce=cells[1],
                     reduce_concat=CONCAT)
 
+  def cell_string(self, genome) -> str:
+    """The architecture in the authors' notation (no rules), as their ``genotypes.py``
+    prints it; :meth:`from_string` reads it back given ``rule=``."""
+    genotype = self.genotype(genome)
+    cells = {cell: "[" + ", ".join(f"('{op}', {j})" for op, j in getattr(genotype, cell)) + "]"
+             for cell in CELL_TYPES}
+    concat = str(list(CONCAT))
+    return (f"Genotype(normal={cells['normal']}, normal_concat={concat}, "
+            f"reduce={cells['reduce']}, reduce_concat={concat})")
+
   def _one(self, genome, what: str) -> np.ndarray:
     g = self.validate(genome)
     if g.ndim != 1:
@@ -482,6 +492,20 @@ class DartsSpace:
     ones = jnp.ones(genome.shape[:-1] + (ARCHITECTURE_GENES.stop,), bool)
     macro = jnp.ones(genome.shape[:-1] + (len(MACRO_LAYERS),), bool)
     return jnp.concatenate([ones, conv | factorized, macro], axis=-1)
+
+  @property
+  def architecture_genes(self) -> slice:
+    """The architecture genes (inputs and operations, 0-31): equal ones mean one program."""
+    return ARCHITECTURE_GENES
+
+  def rule_genes(self) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """``(gene, layer name, alphabet)`` of every rule gene, in gene order: the edges
+    (``normal/edge<e>``, ``reduce/edge<e>``, alphabet ``rules``), then :data:`MACRO_LAYERS`
+    (alphabet ``macro_alphabet``)."""
+    edges = tuple((rule_gene(c, e), f"{cell}/edge{e}", self.rules)
+                  for c, cell in enumerate(CELL_TYPES) for e in range(EDGES_PER_CELL))
+    return edges + tuple((MACRO_RULE_GENES.start + m, name, self.macro_alphabet)
+                         for m, name in enumerate(MACRO_LAYERS))
 
   def architecture_key(self, genome) -> tuple[int, ...]:
     """The architecture genes (0-31) of one concrete genome as a hashable tuple: genomes

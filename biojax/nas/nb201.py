@@ -278,6 +278,19 @@ class NB201Space:
       tail = ",".join(f"{n}:{r}" for n, r in genotype.macro_rules.items())
     return "+".join(nodes) + "@" + tail
 
+  @property
+  def architecture_genes(self) -> slice:
+    """The architecture genes (the operations): equal ones mean the same network shape."""
+    return OPERATION_GENES
+
+  def rule_genes(self) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """``(gene, layer name, alphabet)`` of every rule gene, in gene order: the edges
+    (``edge_<to>_<from>``, alphabet ``rules``), then :data:`MACRO_LAYERS` (alphabet
+    ``macro_alphabet``)."""
+    edges = tuple((NUM_EDGES + e, edge_name(e), self.rules) for e in range(NUM_EDGES))
+    return edges + tuple((MACRO_RULE_GENES.start + m, name, self.macro_alphabet)
+                         for m, name in enumerate(MACRO_LAYERS))
+
   def cell_string(self, genome) -> str:
     """The cell in plain NAS-Bench-201 notation (no rules), e.g. to look it up there."""
     ops = self.decode(genome).operations

@@ -1,10 +1,14 @@
-"""The search loop: evolution over NAS-Bench-201 genomes, checkpointed every generation.
+"""The search loop: evolution over NAS-Bench-201 or DARTS genomes, checkpointed every generation.
 
 ``search(config, workdir)`` (run by ``python -m biojax.main`` for a config with
 ``task = "search"``, e.g. experiments/quickstart.py):
 
-1. builds the data, the space (:class:`biojax.nas.NB201Space`), the network and one
-   :class:`biojax.nas.PopulationEvaluator` (one compiled program for the whole search);
+1. builds the data, the space of ``config.space.name`` (``"nb201"``:
+   :class:`biojax.nas.NB201Space`, :class:`biojax.nas.NB201Network` and one
+   :class:`biojax.nas.PopulationEvaluator`, one compiled program for the whole search;
+   ``"darts"``: :class:`biojax.nas.darts.DartsSpace`, :class:`~biojax.nas.darts.DartsNetwork`
+   and a :class:`~biojax.nas.darts.DartsEvaluator`, programs compiled once per distinct
+   architecture);
 2. stacks the proxy training batches and the validation batches once: every candidate of
    every generation trains on the same batches from the same initial state (common random
    numbers, DESIGN.md section 5), so fitness is a deterministic function of the genome;
@@ -47,8 +51,8 @@ from biojax import experiment
 from biojax import rules as rules_lib
 from biojax import train as train_lib
 from biojax.compilation import CompileCounter
+from biojax.nas import darts, nb201
 from biojax.nas import evaluator as evaluator_lib
-from biojax.nas import nb201
 from biojax.nas.candidate import as_candidate
 from biojax.nas.evolution import EvolutionState, RandomSearch, RegularizedEvolution
 
@@ -61,7 +65,9 @@ FITNESS_PLOT = "fitness.png"
 RULE_FREQUENCY_PLOT = "rule_frequency.png"
 ACCURACY_PARAMS_PLOT = "accuracy_vs_params.png"
 ALGORITHMS = ("evolution", "random")
-SPACES = ("nb201",)
+SPACES = ("nb201", "darts")
+Space = nb201.NB201Space | darts.DartsSpace
+Network = nb201.NB201Network | darts.DartsNetwork
 
 # Streams of the search's PRNG keys, all derived from key(config.seed).
 _INIT_STREAM, _ASK_STREAM, _BASELINE_STREAM, _RETRAIN_STREAM = range(4)
@@ -74,33 +80,46 @@ class SearchFailedError(RuntimeError):
 # ------------------------------------------------------------------------------ building
 
 
-def build_space(config: ml_collections.ConfigDict) -> nb201.NB201Space:
-  """The search space of ``config.space`` (``name``, ``rules``, ``macro_rules``)."""
+def build_space(config: ml_collections.ConfigDict) -> Space:
+  """The search space of ``config.space`` (``name``: ``"nb201"`` or ``"darts"``; ``rules``,
+  ``macro_rules``)."""
   if config.space.name not in SPACES:
     raise ValueError(f"Unknown search space {config.space.name!r}. Valid spaces: "
-                     f"{', '.join(SPACES)} (the DARTS space is searched with "
-                     "biojax.nas.darts; see docs/darts.md).")
+                     f"{', '.join(SPACES)}.")
   macro = config.space.macro_rules
-  return nb201.NB201Space(rules=tuple(config.space.rules),
-                          macro_rules=None if macro is None else tuple(macro))
+  cls = nb201.NB201Space if config.space.name == "nb201" else darts.DartsSpace
+  return cls(rules=tuple(config.space.rules), macro_rules=None if macro is None else tuple(macro))
 
 
-def build_network(config: ml_collections.ConfigDict, space: nb201.NB201Space,
-                  num_classes: int, C: int | None = None,
-                  N: int | None = None) -> nb201.NB201Network:
-  """The network of ``config.space`` (``C``, ``N``, ``dfa``), compiling exactly the space's
-  rules (``RuleOptions(rules=space.rule_names)`` plus ``config.rule_options``)."""
+def build_network(config: ml_collections.ConfigDict, space: Space, num_classes: int,
+                  C: int | None = None, N: int | None = None, *, layers: int | None = None,
+                  genome: np.ndarray | None = None) -> Network:
+  """The network of ``config.space``, compiling exactly the space's rules
+  (``RuleOptions(rules=space.rule_names)`` plus ``config.rule_options``).
+
+  NAS-Bench-201: ``NB201Network(C, N)`` (``config.space.C``, ``.N`` unless given).
+  DARTS: ``DartsNetwork(genotype, C, layers, variant)`` (``config.space.C``, ``.layers``,
+  ``.variant`` unless given), whose genotype is ``genome``'s architecture (default DARTS-V2:
+  the :class:`~biojax.nas.darts.DartsEvaluator` replaces it per architecture).
+  ``config.space.dfa`` (None: when a gene can choose DFA) creates the DFA matrices.
+  """
   options = dict(config.rule_options)
   options["rules"] = space.rule_names
   dfa = config.space.dfa
   if dfa is None:  # DFA matrices only when a gene can choose DFA
     dfa = "dfa" in space.rule_names
+  options = rules_lib.RuleOptions(**options)
+  if isinstance(space, darts.DartsSpace):
+    genotype = (darts.NAMED_GENOTYPES["darts_v2"] if genome is None
+                else space.genotype(genome))
+    return darts.DartsNetwork(genotype=genotype, C=C or config.space.C,
+                              layers=layers or config.space.layers, num_classes=num_classes,
+                              variant=config.space.variant, dfa=bool(dfa), options=options)
   return nb201.NB201Network(C=C or config.space.C, N=N or config.space.N,
-                            num_classes=num_classes, dfa=bool(dfa),
-                            options=rules_lib.RuleOptions(**options))
+                            num_classes=num_classes, dfa=bool(dfa), options=options)
 
 
-def build_strategy(config: ml_collections.ConfigDict, space: nb201.NB201Space):
+def build_strategy(config: ml_collections.ConfigDict, space: Space):
   """Regularised evolution or random search over ``space`` (``config.search``)."""
   s = config.search
   if s.algorithm == "evolution":
@@ -115,17 +134,31 @@ def build_strategy(config: ml_collections.ConfigDict, space: nb201.NB201Space):
                    f"{', '.join(ALGORITHMS)}.")
 
 
-def build_evaluator(config: ml_collections.ConfigDict, space: nb201.NB201Space,
-                    model: nb201.NB201Network) -> evaluator_lib.PopulationEvaluator:
+def build_evaluator(config: ml_collections.ConfigDict, space: Space, model: Network
+                    ) -> evaluator_lib.PopulationEvaluator | darts.DartsEvaluator:
   """The population evaluator of ``config.proxy``, sharded over every device when there
   are several. Cached on the settings, so searches with equal settings in one process
-  (a resumed search, the tests) share one compiled program."""
+  (a resumed search, the tests) share their compiled programs.
+
+  NAS-Bench-201: one :class:`biojax.nas.PopulationEvaluator` (one program). DARTS: a
+  :class:`biojax.nas.darts.DartsEvaluator` (one program per distinct architecture) with
+  ``config.proxy.group_size`` (None: 1 under the ``"sequential"`` strategy, whose programs
+  do not depend on the number of candidates, so no padded copies are trained; else padding
+  to powers of two) and ``config.proxy.cache_size`` (architectures kept compiled).
+  """
   p = config.proxy
+  strategy = p.strategy or evaluator_lib.default_strategy()
   settings = dict(steps=p.steps, batch_size=p.batch_size, optimizer=p.optimizer,
                   learning_rate=p.learning_rate, momentum=p.momentum,
                   weight_decay=p.weight_decay, clip_norm=p.clip_norm, schedule=p.schedule,
-                  warmup_steps=p.warmup_steps, strategy=p.strategy, chunk_size=p.chunk_size,
+                  warmup_steps=p.warmup_steps, strategy=strategy, chunk_size=p.chunk_size,
                   compiler_options=tuple(sorted(dict(p.compiler_options).items())))
+  if isinstance(space, darts.DartsSpace):
+    group_size = p.get("group_size")
+    if group_size is None and strategy == "sequential":
+      group_size = 1
+    return _cached_darts_evaluator(space, model, jax.device_count(), group_size,
+                                   p.get("cache_size", 128), **settings)
   return _cached_evaluator(space, model, jax.device_count(), **settings)
 
 
@@ -133,6 +166,38 @@ def build_evaluator(config: ml_collections.ConfigDict, space: nb201.NB201Space,
 def _cached_evaluator(space, model, device_count, **settings):
   mesh = evaluator_lib.population_mesh() if device_count > 1 else None
   return evaluator_lib.PopulationEvaluator(space, model, mesh=mesh, **settings)
+
+
+@functools.cache
+def _cached_darts_evaluator(space, model, device_count, group_size, cache_size, **settings):
+  if device_count > 1:
+    settings["mesh"] = evaluator_lib.population_mesh()
+  steps, batch_size = settings.pop("steps"), settings.pop("batch_size")
+  return darts.DartsEvaluator(space, model, steps=steps, batch_size=batch_size,
+                              group_size=group_size, cache_size=cache_size, settings=settings)
+
+
+def parameter_counter(space: Space, model: Network, sample: np.ndarray, key: jax.Array
+                      ) -> Callable[[np.ndarray], int]:
+  """``genome -> parameters of its architecture`` (nothing compiled: ``jax.eval_shape``).
+
+  NAS-Bench-201: one shape evaluation of ``model`` (which holds every operation) and the
+  chosen operations' share of it. DARTS: a shape evaluation of each architecture's
+  network, cached per architecture.
+  """
+  def shapes(network):
+    return jax.eval_shape(lambda k: network.init(k, sample, train=False), key)["params"]
+
+  if isinstance(space, darts.DartsSpace):
+    @functools.cache
+    def count_architecture(arch: tuple[int, ...]) -> int:
+      genome = np.zeros(space.num_genes, np.int32)
+      genome[space.architecture_genes] = arch
+      return darts.parameter_count(shapes(model.clone(genotype=space.genotype(genome))))
+
+    return lambda genome: count_architecture(space.architecture_key(genome))
+  abstract_params = shapes(model)
+  return lambda genome: space.parameter_count(abstract_params, genome)
 
 
 def transform_images(images: np.ndarray, crop: int | None, pool: int) -> np.ndarray:
@@ -186,15 +251,12 @@ def proxy_batches(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
 # ------------------------------------------------------------------------------ records
 
 
-def _rule_frequency(space: nb201.NB201Space, genomes: np.ndarray) -> dict[str, dict]:
-  """For each rule gene (edges and macro layers): the fraction of the genomes whose gene is
-  expressed that choose each rule."""
+def _rule_frequency(space: Space, genomes: np.ndarray) -> dict[str, dict]:
+  """For each rule gene (``space.rule_genes()``: edges and macro layers): the fraction of
+  the genomes whose gene is expressed that choose each rule."""
   expressed = np.asarray(space.expressed_genes(genomes))
   out = {}
-  for g in range(nb201.NUM_EDGES, nb201.NUM_GENES):
-    alphabet = space.rules if g < 2 * nb201.NUM_EDGES else space.macro_alphabet
-    name = (nb201.edge_name(g - nb201.NUM_EDGES) if g < 2 * nb201.NUM_EDGES
-            else nb201.MACRO_LAYERS[g - 2 * nb201.NUM_EDGES])
+  for g, name, alphabet in space.rule_genes():
     values = genomes[expressed[:, g], g]
     counts = np.bincount(values, minlength=len(alphabet))
     total = max(int(counts.sum()), 1)
@@ -226,7 +288,7 @@ def _append_jsonl(path: str, records: list[dict]) -> None:
 # --------------------------------------------------------------------------------- plots
 
 
-def plot_search(history: list[dict], candidates: list[dict], space: nb201.NB201Space,
+def plot_search(history: list[dict], candidates: list[dict], space: Space,
                 workdir: str) -> None:
   """``fitness.png`` (best and median fitness per generation), ``rule_frequency.png`` (how
   often each rule is chosen per layer in the final population) and
@@ -289,24 +351,27 @@ def plot_search(history: list[dict], candidates: list[dict], space: nb201.NB201S
 # ------------------------------------------------------------------------------ retrain
 
 
-def retrain(config: ml_collections.ConfigDict, space: nb201.NB201Space,
-            model: nb201.NB201Network, genome: np.ndarray, dataset: data_lib.Dataset,
-            key: jax.Array) -> dict:
+def retrain(config: ml_collections.ConfigDict, space: Space, model: Network,
+            genome: np.ndarray, dataset: data_lib.Dataset, key: jax.Array) -> dict:
   """Trains ``genome`` from scratch for ``config.retrain.steps`` on the training split and
-  evaluates it once on the test split. Returns test accuracy and loss, and seconds."""
+  evaluates it once on the test split. Returns test accuracy and loss, and seconds.
+  ``model`` is the network of ``genome``'s architecture (DARTS: built with ``genome=``);
+  ``config.retrain.compiler_options`` (optional) are passed to the compiled steps."""
   r, transform = config.retrain, _transform(config)
+  options = dict(r.get("compiler_options") or {}) or None
   start = time.time()
   schedule = train_lib.make_schedule(r.learning_rate, r.schedule, r.steps, r.warmup_steps)
   tx = train_lib.make_optimizer(r.optimizer, schedule, r.momentum, r.weight_decay,
                                 r.clip_norm)
   init_key, train_key = jax.random.split(key)
   first = transform(next(dataset.train_batches(r.batch_size, config.seed + 1)))
-  variables = jax.jit(lambda k: model.init(k, first["image"][:1], train=False))(init_key)
+  variables = jax.jit(lambda k: model.init(k, first["image"][:1], train=False),
+                      compiler_options=options)(init_key)
   assign = space.assignment_fn(variables, model.options)
   state = train_lib.train_state_from_variables(variables, tx, assign(jnp.asarray(genome)))
   state = as_candidate(state, space.architecture(jnp.asarray(genome)))
-  train_step = jax.jit(train_lib.make_train_step(model, tx))
-  eval_step = jax.jit(train_lib.make_eval_step(model))
+  train_step = jax.jit(train_lib.make_train_step(model, tx), compiler_options=options)
+  eval_step = jax.jit(train_lib.make_eval_step(model), compiler_options=options)
   losses = []
   batches = map(transform, dataset.train_batches(r.batch_size, config.seed + 1))
   for step in range(r.steps):
@@ -346,24 +411,36 @@ def _evaluate_padded(evaluator, genomes: np.ndarray, size: int, train, validatio
   return np.concatenate(fitness), {k: np.concatenate([i[k] for i in infos]) for k in infos[0]}
 
 
-def baseline_genomes(space: nb201.NB201Space, best: np.ndarray, num_random: int,
+def baseline_genomes(space: Space, best: np.ndarray, num_random: int,
                      key: jax.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """The baselines on the architecture of ``best``: ``{rule: genome}`` with that rule on
-  every layer (for each rule of the space; the layers outside the cells keep ``best``'s
-  rules when the macro alphabet lacks the rule), and ``num_random`` genomes with random
-  rules on every layer (``(num_random, G)``)."""
+  every layer (for each rule of the space; a layer whose alphabet lacks the rule, such as
+  the layers outside the cells with a smaller macro alphabet, keeps ``best``'s rule), and
+  ``num_random`` genomes with random rules on every layer (``(num_random, G)``)."""
   best = space.validate(best)
   single = {}
-  for k, rule in enumerate(space.rules):
+  for rule in space.rules:
     genome = best.copy()
-    genome[nb201.EDGE_RULE_GENES] = k
-    if rule in space.macro_alphabet:
-      genome[nb201.MACRO_RULE_GENES] = space.macro_alphabet.index(rule)
+    for g, _, alphabet in space.rule_genes():
+      if rule in alphabet:
+        genome[g] = alphabet.index(rule)
     single[rule] = genome
   random = np.array(space.random_genomes(key, num_random)) if num_random else np.zeros(
-      (0, nb201.NUM_GENES), np.int32)
-  random[:, nb201.OPERATION_GENES] = best[nb201.OPERATION_GENES]
+      (0, space.num_genes), np.int32)
+  random[:, space.architecture_genes] = best[space.architecture_genes]
   return single, random.astype(np.int32)
+
+
+def _dataset(config: ml_collections.ConfigDict, validation_size: int) -> data_lib.Dataset:
+  """``config.dataset`` with ``validation_size`` examples carved out of its training split
+  (``config.image_size``, if the config has it, goes to imagenet2012)."""
+  extra = {}
+  if config.get("image_size") is not None:
+    extra["image_size"] = config.image_size
+  return data_lib.get_dataset(
+      config.dataset, data_dir=config.data_dir, validation_size=validation_size,
+      seed=config.seed, augment=config.augment, fashion_mnist_dir=config.fashion_mnist_dir,
+      limit_train=config.limit_train, **extra)
 
 
 def check_search_config(config: ml_collections.ConfigDict) -> None:
@@ -402,10 +479,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
   is_chief = jax.process_index() == 0
   config_json = experiment.to_json(config)
 
-  dataset = data_lib.get_dataset(
-      config.dataset, data_dir=config.data_dir, validation_size=config.validation_size,
-      seed=config.seed, augment=config.augment, fashion_mnist_dir=config.fashion_mnist_dir,
-      limit_train=config.limit_train)
+  dataset = _dataset(config, config.validation_size)
   space = build_space(config)
   strategy = build_strategy(config, space)
   model = build_network(config, space, dataset.num_classes)
@@ -413,9 +487,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
   train, validation = proxy_batches(config, dataset)
   root = jax.random.key(config.seed)
   eval_key = jax.random.fold_in(root, _INIT_STREAM)
-  sample = train["image"][0, :1]
-  abstract_params = jax.eval_shape(lambda k: model.init(k, sample, train=False),
-                                   eval_key)["params"]
+  num_params = parameter_counter(space, model, train["image"][0, :1], eval_key)
 
   ask = jax.jit(strategy.ask)
   tell = jax.jit(strategy.tell)
@@ -501,7 +573,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
               "train_loss": float(info["train_loss"][i]), "failed": bool(info["failed"][i]),
               "reason": evaluator_lib.REASONS[int(info["reason"][i])],
               "failed_step": int(info["failed_step"][i]),
-              "num_params": space.parameter_count(abstract_params, genome)})
+              "num_params": num_params(genome)})
           if info["failed"][i]:
             logging.warning("Candidate %s failed at step %d: %s; it gets fitness -inf and the "
                             "search goes on.", rows[-1]["string"], rows[-1]["failed_step"],
@@ -548,8 +620,14 @@ def search(config: ml_collections.ConfigDict, workdir: str,
     retrained = None
     if config.retrain.steps:
       retrain_model = build_network(config, space, dataset.num_classes, config.retrain.C,
-                                    config.retrain.N)
-      retrained = retrain(config, space, retrain_model, best, dataset,
+                                    config.retrain.get("N"),
+                                    layers=config.retrain.get("layers"), genome=best)
+      # The retrain may use more of the training split (validation_size; None: the same
+      # split as the search).
+      retrain_validation = config.retrain.get("validation_size")
+      retrain_data = (dataset if retrain_validation is None
+                      else _dataset(config, retrain_validation))
+      retrained = retrain(config, space, retrain_model, best, retrain_data,
                           jax.random.fold_in(root, _RETRAIN_STREAM))
       logging.info("Retrained the best genome for %d steps: test accuracy %s (%.1f s).",
                    config.retrain.steps, retrained["test_accuracy"], retrained["seconds"])
@@ -564,12 +642,15 @@ def search(config: ml_collections.ConfigDict, workdir: str,
         "candidates_evaluated": int(state.num_evaluated),
         "generations": int(state.generation),
         "compiles": int(meta["compiles"]),
+        # Distinct architectures among the candidates (DARTS: one program set each).
+        "architectures_evaluated": len({tuple(c["genome"][space.architecture_genes])
+                                        for c in candidates}),
         "baseline_compiles": counter.count,
         "best_genome": space.to_string(best),
         "best_genome_genes": best.tolist(),
         "best_cell": space.cell_string(best),
         "best_validation_accuracy": best_fitness,
-        "best_num_params": space.parameter_count(abstract_params, best),
+        "best_num_params": num_params(best),
         "best_single_rule": max(finite_single, key=finite_single.get) if finite_single
                             else None,
         "best_single_rule_validation_accuracy": max(finite_single.values()) if finite_single
@@ -587,7 +668,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
         "failure_reasons": dict(collections.Counter(c["reason"] for c in failed)),
         "search_seconds": meta["search_seconds"],
         "candidates_per_second": history[-1]["candidates_per_second"] if history else None,
-        "strategy": evaluator.strategy,
+        "strategy": config.proxy.strategy or evaluator_lib.default_strategy(),
         "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
         "resumed_from_generation": done if restored is not None else None,
