@@ -4,15 +4,69 @@ import json
 import subprocess
 import sys
 
+from biojax import rules
+from biojax.nas import evaluator as evaluator_lib
+
+
+def _positive(mapping):
+  assert mapping, "empty"
+  for name, value in mapping.items():
+    assert value > 0, name
+
 
 def test_bench_tiny_writes_report(tmp_path):
   subprocess.run([sys.executable, "-m", "biojax.bench", f"--out={tmp_path}", "--tiny"],
                  check=True, capture_output=True, timeout=600)
   report = json.loads((tmp_path / "bench.json").read_text())
+  for key in ("cpu", "cores", "jax", "backend"):
+    assert report["machine"][key]
   assert report["machine"]["backend"] == "cpu"
+  assert report["command"].endswith("--tiny")
+
+  # 1. Rule overhead.
   (workload,) = report["rule_overhead"].values()
-  from biojax import rules
   for name in rules.rule_names():
     assert workload["seconds_per_step"][name] > 0
+  _positive(workload["ratio_to_bp"])
   assert abs(workload["ratio_to_bp"]["bp"] - 1.0) < 1e-12
-  assert "ratio to bp" in (tmp_path / "bench.md").read_text()
+
+  # 2. Compilations: at least 64 distinct genomes; every program compiled exactly once.
+  compiled = report["compilations"]
+  assert compiled["distinct_genomes"] >= 64
+  assert compiled["xla_compilations"] >= 1
+  assert all(v == 1 for v in compiled["compiled_variants_per_program"].values())
+  assert not any(compiled["xla_compilations_per_generation"][1:])
+
+  # 3. Throughput: rates and ratios positive, the naive loop trained the same candidate.
+  throughput = report["search_throughput"]
+  _positive(throughput["candidates_per_minute"])
+  assert throughput["ratio_search_to_naive"] > 0
+  assert throughput["naive"][0]["xla_compilations"] >= 2  # its own train and eval programs
+  assert all(abs(d) <= 1.0 for d in throughput["naive_accuracy_minus_evaluator"])
+
+  # 4. Against the machine.
+  machine = report["against_the_machine"]
+  assert machine["flops_per_step_by_hand"] > 0
+  _positive(machine["flops_per_second"])
+  assert machine["ratio"] > 0
+
+  # 5. Strategies (--tiny: vmap and sequential) against the single-candidate program.
+  strategies_report = dict(report["evaluator_strategies"])
+  _positive(strategies_report.pop("convolution in a loop")["seconds_per_convolution"])
+  for strategies in strategies_report.values():
+    relative = strategies["per_candidate_relative_to_single"]
+    assert {"single candidate", "vmap", "sequential"} <= set(relative)
+    assert set(relative) <= {"single candidate", *evaluator_lib.STRATEGIES}
+    _positive(relative)
+    assert strategies["fastest"] in evaluator_lib.STRATEGIES
+
+  # 6. Memory of 16 candidates.
+  memory = report["memory"]
+  assert memory["workload"]["population"] == 16
+  for entry in memory["strategies"].values():
+    assert entry["total_bytes"] > 0 and entry["bytes_per_candidate"] > 0
+
+  markdown = (tmp_path / "bench.md").read_text()
+  for heading in ("ratio to bp", "## 2. Compilations", "## 3. Search throughput",
+                  "## 4. Against the machine", "## 5. Evaluator strategies", "## 6. Memory"):
+    assert heading in markdown
