@@ -80,17 +80,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from biojax import rules as rules_lib
+from biojax.nas import _rule_genes
 from biojax.nas import genome as genome_lib
-from biojax.nas.nb201 import DEFAULT_RULES, NB201Space
-from biojax.nn.assignment import Assignment, weight_layers
+from biojax.nas.nb201 import DEFAULT_RULES
+from biojax.nn.assignment import Assignment
 from biojax.nn.layers import Conv, Dense
 
 Array = jax.Array
@@ -242,16 +241,8 @@ class DartsSpace:
 
   def __post_init__(self):
     for field in ("rules", "macro_rules"):
-      alphabet = getattr(self, field)
-      if alphabet is None:
-        continue
-      if isinstance(alphabet, str) or not len(alphabet):
-        raise ValueError(f"DartsSpace.{field} must be a non-empty sequence of rule specs, "
-                         f"got {alphabet!r}.")
-      canonical = tuple(_canonical_spec(s) for s in alphabet)
-      if len(set(canonical)) != len(canonical):
-        raise ValueError(f"DartsSpace.{field} lists a rule twice: {alphabet!r}.")
-      object.__setattr__(self, field, canonical)
+      object.__setattr__(self, field,
+                         _rule_genes.canonical_alphabet("DartsSpace", field, getattr(self, field)))
 
   # ---------------------------------------------------------------- gene layout
   @property
@@ -366,7 +357,7 @@ class DartsSpace:
       for e, (op, j) in enumerate(getattr(genotype, cell)):
         genes[input_gene(c, e)] = j
         genes[operation_gene(c, e)] = _operation_id(op, cell, e)
-        genes[rule_gene(c, e)] = NB201Space._rule_id(edge_rules[e], self.rules,
+        genes[rule_gene(c, e)] = _rule_genes.rule_index(edge_rules[e], self.rules,
                                                      f"{cell} edge {e}")
     if isinstance(macro_rules, str):
       macro_rules = dict.fromkeys(MACRO_LAYERS, macro_rules)
@@ -378,7 +369,7 @@ class DartsSpace:
           + (f"; missing: {', '.join(missing)}" if missing else "")
           + (f"; unknown: {', '.join(extra)}" if extra else "") + ".")
     for m, name in enumerate(MACRO_LAYERS):
-      genes[MACRO_RULE_GENES.start + m] = NB201Space._rule_id(
+      genes[MACRO_RULE_GENES.start + m] = _rule_genes.rule_index(
           macro_rules[name], self.macro_alphabet, f"layer {name}")
     return genes
 
@@ -524,8 +515,7 @@ class DartsSpace:
   def rule_names(self) -> tuple[str, ...]:
     """The registered rules the genes can choose (both alphabets), in registry order: the
     rules a model's compiled programs must contain (``RuleOptions(rules=...)``)."""
-    ids = {rules_lib.parse_rule_spec(s)[0] for s in self.rules + self.macro_alphabet}
-    return tuple(rules_lib.get_rule(i).name for i in sorted(ids))
+    return _rule_genes.rule_names(self.rules, self.macro_alphabet)
 
   def assignment_fn(self, variables: Mapping, options: rules_lib.RuleOptions | None = None
                     ) -> Callable[[Array], Assignment]:
@@ -549,45 +539,8 @@ class DartsSpace:
         DFA but a hidden layer has no DFA matrix (``dfa=False``); or if ``options`` leaves
         out a rule of the space.
     """
-    allows = getattr(options, "allows", None)
-    left_out = [n for n in self.rule_names if allows is not None and not allows(n)]
-    if left_out:
-      raise ValueError(
-          f"The model's rule options leave out {', '.join(left_out)}, which this space's genes "
-          f"can choose: build it with RuleOptions(rules=space.rule_names) "
-          f"({', '.join(self.rule_names)}).")
-    layers = weight_layers(variables)
-    flat_feedback = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
-    alphabets = (self.rules, self.macro_alphabet)
-    genes, groups = [], []
-    for name in layers:
-      gene, group = _gene_of_layer(name)
-      genes.append(gene)
-      groups.append(group)
-      direct = [s for s in alphabets[group]
-                if rules_lib.get_rule(rules_lib.parse_rule_spec(s)[0]).credit == "direct"]
-      if (direct and name != "classifier"
-          and (*name.split("/"), "direct") not in flat_feedback):
-        raise ValueError(
-            f"The rule alphabet holds {', '.join(direct)}, but layer {name} has no DFA "
-            "matrix: build the network with dfa=True, or leave DFA out of the space's rules.")
-    width = max(len(a) for a in alphabets)
-    parsed = [[rules_lib.parse_rule_spec(s) for s in a] + [(0, 0)] * (width - len(a))
-              for a in alphabets]
-    rule_table = jnp.asarray([[r for r, _ in row] for row in parsed], jnp.int32)
-    geometry_table = jnp.asarray([[g for _, g in row] for row in parsed], jnp.int32)
-    gene_index = np.asarray(genes, np.int32)
-    group_index = np.asarray(groups, np.int32)
-
-    def assign(genome: Array) -> Assignment:
-      values = jnp.asarray(genome, jnp.int32)[..., gene_index]  # (..., layers)
-      rule = rule_table[group_index, values]
-      geometry = geometry_table[group_index, values]
-      return Assignment(rule={n: rule[..., i] for i, n in enumerate(layers)},
-                        geometry={n: geometry[..., i] for i, n in enumerate(layers)},
-                        layers=layers)
-
-    return assign
+    return _rule_genes.assignment_fn(variables, options, (self.rules, self.macro_alphabet),
+                                     _gene_of_layer)
 
   def parameter_count(self, params: Mapping, genome=None) -> int:
     """Parameters of a :class:`DartsNetwork` as DARTS counts them (weights, biases, BN
@@ -602,9 +555,6 @@ def parameter_count(params: Mapping) -> int:
   """The number of parameters in a ``params`` pytree (shapes or arrays)."""
   return int(sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(params)))
 
-
-def _canonical_spec(spec: str) -> str:
-  return rules_lib.format_rule_spec(*rules_lib.parse_rule_spec(spec))
 
 
 def _gene_of_layer(name: str) -> tuple[int, int]:

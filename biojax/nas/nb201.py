@@ -62,9 +62,10 @@ import numpy as np
 from flax import traverse_util
 
 from biojax import rules as rules_lib
+from biojax.nas import _rule_genes
 from biojax.nas import genome as genome_lib
 from biojax.nas.candidate import ARCHITECTURE
-from biojax.nn.assignment import Assignment, weight_layers
+from biojax.nn.assignment import Assignment
 from biojax.nn.layers import Conv, Dense
 
 Array = jax.Array
@@ -123,9 +124,6 @@ class Genotype(NamedTuple):
   macro_rules: dict[str, str]  # {layer: rule spec} for MACRO_LAYERS
 
 
-def _canonical_spec(spec: str) -> str:
-  return rules_lib.format_rule_spec(*rules_lib.parse_rule_spec(spec))
-
 
 @dataclasses.dataclass(frozen=True)
 class NB201Space:
@@ -144,16 +142,8 @@ class NB201Space:
 
   def __post_init__(self):
     for field in ("rules", "macro_rules"):
-      alphabet = getattr(self, field)
-      if alphabet is None:
-        continue
-      if isinstance(alphabet, str) or not len(alphabet):
-        raise ValueError(f"NB201Space.{field} must be a non-empty sequence of rule specs, "
-                         f"got {alphabet!r}.")
-      canonical = tuple(_canonical_spec(s) for s in alphabet)
-      if len(set(canonical)) != len(canonical):
-        raise ValueError(f"NB201Space.{field} lists a rule twice: {alphabet!r}.")
-      object.__setattr__(self, field, canonical)
+      object.__setattr__(self, field,
+                         _rule_genes.canonical_alphabet("NB201Space", field, getattr(self, field)))
 
   # ---------------------------------------------------------------- gene layout
   @property
@@ -232,7 +222,7 @@ class NB201Space:
     edge_rules = list(edge_rules)
     if len(edge_rules) != NUM_EDGES:
       raise ValueError(f"A cell has {NUM_EDGES} edges; got {len(edge_rules)} edge rules.")
-    edge_genes = [self._rule_id(r, self.rules, f"edge {EDGES[e][0]}<-{EDGES[e][1]}")
+    edge_genes = [_rule_genes.rule_index(r, self.rules, f"edge {EDGES[e][0]}<-{EDGES[e][1]}")
                   for e, r in enumerate(edge_rules)]
     if isinstance(macro_rules, str):
       macro_rules = dict.fromkeys(MACRO_LAYERS, macro_rules)
@@ -243,7 +233,7 @@ class NB201Space:
           f"macro_rules must name exactly the layers {', '.join(MACRO_LAYERS)}"
           + (f"; missing: {', '.join(missing)}" if missing else "")
           + (f"; unknown: {', '.join(extra)}" if extra else "") + ".")
-    macro_genes = [self._rule_id(macro_rules[n], self.macro_alphabet, f"layer {n}")
+    macro_genes = [_rule_genes.rule_index(macro_rules[n], self.macro_alphabet, f"layer {n}")
                    for n in MACRO_LAYERS]
     return np.asarray(ops + edge_genes + macro_genes, np.int32)
 
@@ -255,13 +245,6 @@ class NB201Space:
                        f"{', '.join(OPERATIONS)}.")
     return OPERATIONS.index(op)
 
-  @staticmethod
-  def _rule_id(spec: str, alphabet: tuple[str, ...], where: str) -> int:
-    canonical = _canonical_spec(spec)  # unknown rule names: lists every registered rule
-    if canonical not in alphabet:
-      raise ValueError(f"Rule {spec!r} ({where}) is not in this space's rule alphabet. "
-                       f"Valid rules: {', '.join(alphabet)}.")
-    return alphabet.index(canonical)
 
   def to_string(self, genome) -> str:
     """The string form (module docstring); :meth:`from_string` is its inverse."""
@@ -388,8 +371,7 @@ class NB201Space:
   def rule_names(self) -> tuple[str, ...]:
     """The registered rules the genes can choose (both alphabets), in registry order: the
     rules a model's compiled programs must contain (``RuleOptions(rules=...)``)."""
-    ids = {rules_lib.parse_rule_spec(s)[0] for s in self.rules + self.macro_alphabet}
-    return tuple(rules_lib.get_rule(i).name for i in sorted(ids))
+    return _rule_genes.rule_names(self.rules, self.macro_alphabet)
 
   def assignment_fn(self, variables: Mapping, options: rules_lib.RuleOptions | None = None
                     ) -> Callable[[Array], Assignment]:
@@ -412,46 +394,8 @@ class NB201Space:
         direct-feedback rule (DFA) but a hidden layer has no DFA matrix (a network built
         with ``dfa=False``); or if ``options`` leaves out a rule of the space.
     """
-    allows = getattr(options, "allows", None)
-    left_out = [n for n in self.rule_names if allows is not None and not allows(n)]
-    if left_out:
-      raise ValueError(
-          f"The model's rule options leave out {', '.join(left_out)}, which this space's genes "
-          f"can choose: build it with RuleOptions(rules=space.rule_names) "
-          f"({', '.join(self.rule_names)}).")
-    layers = weight_layers(variables)
-    flat_feedback = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
-    genes, groups = [], []
-    for name in layers:
-      gene, group = _gene_of_layer(name)
-      genes.append(gene)
-      groups.append(group)
-      alphabet = self.rules if group == 0 else self.macro_alphabet
-      direct = [s for s in alphabet if rules_lib.get_rule(rules_lib.parse_rule_spec(s)[0])
-                .credit == "direct"]
-      if (direct and name != "classifier"
-          and (*name.split("/"), "direct") not in flat_feedback):
-        raise ValueError(
-            f"The rule alphabet holds {', '.join(direct)}, but layer {name} has no DFA "
-            "matrix: build the network with dfa=True, or leave DFA out of the space's rules.")
-    alphabets = (self.rules, self.macro_alphabet)
-    width = max(len(a) for a in alphabets)
-    parsed = [[rules_lib.parse_rule_spec(s) for s in a] + [(0, 0)] * (width - len(a))
-              for a in alphabets]
-    rule_table = jnp.asarray([[r for r, _ in row] for row in parsed], jnp.int32)
-    geometry_table = jnp.asarray([[g for _, g in row] for row in parsed], jnp.int32)
-    gene_index = np.asarray(genes, np.int32)
-    group_index = np.asarray(groups, np.int32)
-
-    def assign(genome: Array) -> Assignment:
-      values = jnp.asarray(genome, jnp.int32)[..., gene_index]  # (..., layers)
-      rule = rule_table[group_index, values]
-      geometry = geometry_table[group_index, values]
-      return Assignment(rule={n: rule[..., i] for i, n in enumerate(layers)},
-                        geometry={n: geometry[..., i] for i, n in enumerate(layers)},
-                        layers=layers)
-
-    return assign
+    return _rule_genes.assignment_fn(variables, options, (self.rules, self.macro_alphabet),
+                                     _gene_of_layer)
 
   def parameter_count(self, params: Mapping, genome) -> int:
     """Parameters of the architecture ``genome`` chooses (those of unchosen convolutions
