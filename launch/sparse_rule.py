@@ -1,6 +1,6 @@
 """Runs issue 5's experiment (experiments/sparse_rule.py) and prints its table.
 
-    python launch/sparse_rule.py --workdir=runs/sparse_rule                 # about 20 min
+    python launch/sparse_rule.py --workdir=runs/sparse_rule  # see docs/sparse_rule.md
     python launch/sparse_rule.py --workdir=/tmp/sparse_quick --config.quick=True
 
 Writes ``report.json`` (per rule: test_accuracy, dale_adherence, lognormal_ks,
