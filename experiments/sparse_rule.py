@@ -81,6 +81,11 @@ def train_config(variant: str = "full", extra: dict | None = None) -> ml_collect
                 num_steps=settings["num_steps"])
   values["model_kwargs"]["mlp"] = settings["mlp"]
   values["rule_options"].update(settings["rule_options"])
+  for key, value in settings.items():  # any other field of experiments/train.py's config
+    if key not in ("rule", "learning_rate", "num_steps", "mlp", "rule_options"):
+      if key not in values:
+        raise KeyError(f"Unknown config field {key!r}. Valid fields: {', '.join(values)}.")
+      values[key] = value
   return ml_collections.ConfigDict(values)
 
 

@@ -7,8 +7,11 @@ the hidden kernel, KS distance of log|w| (non-zero hidden weights) from a fitted
 at initialisation), Dale adherence (fraction of presynaptic units whose non-zero outgoing
 weights share one sign) of the hidden layer and the classifier, and the mean fraction of
 hidden units active per test input. Measured with plain NumPy/SciPy, independently of
-biojax/eval. Training follows experiments/train.py's data pipeline (55,000 training images,
-no augmentation here, seed 0).
+biojax/eval. With ``probe=True`` (the sweep's ``--probe``) also the linear-probe accuracy of the
+hidden layer (``biojax.eval.linear_probe``: the best regularised softmax read-out of its ReLU
+output, fitted on the 55,000 training images), which tells feature quality apart from how well
+the network's own sign-constrained classifier learned to read the features. Training follows
+experiments/train.py's data pipeline (55,000 training images, no augmentation here, seed 0).
 """
 
 import json
@@ -37,14 +40,14 @@ def dale(w: np.ndarray) -> float:
   return float(np.mean([np.all(r[r != 0] > 0) or np.all(r[r != 0] < 0) for r in rows]))
 
 
-def run(variant: str, seed: int = 0, extra: dict | None = None) -> dict:
+def run(variant: str, seed: int = 0, extra: dict | None = None, probe: bool = False) -> dict:
   config = sparse_rule.train_config(variant, extra)
   options = rules.RuleOptions.from_dict(config.rule_options.to_dict())
   model = bnn.MLP(num_classes=10, options=options, **config.model_kwargs.mlp.to_dict())
   dataset = data.get_dataset("fashion_mnist", augment=False, seed=seed,
                              fashion_mnist_dir=config.fashion_mnist_dir)
   tx = biojax.make_optimizer(config.optimizer, biojax.make_schedule(
-      config.learning_rate, config.schedule, config.num_steps))
+      config.learning_rate, config.schedule, config.num_steps), momentum=config.momentum)
   state = biojax.create_train_state(model, tx, jax.random.key(seed),
                                     jnp.zeros((1, 28, 28, 1)), list(config.rule))
   w_init = np.asarray(state.params["dense_0"]["kernel"])
@@ -69,11 +72,26 @@ def run(variant: str, seed: int = 0, extra: dict | None = None) -> dict:
   kernels = {k: np.asarray(v["kernel"]) for k, v in state.params.items() if "kernel" in v}
   hidden = kernels["dense_0"]
   every = np.concatenate([k.ravel() for k in kernels.values()])
-  return {"variant": variant, "extra": extra or {}, "test_accuracy": correct / count,
-          "zeros_all": float(np.mean(every == 0)), "zeros_hidden": float(np.mean(hidden == 0)),
-          "lognormal_ks_hidden": log_ks(hidden), "lognormal_ks_hidden_init": log_ks(w_init),
-          "dale_hidden": dale(hidden), "dale_classifier": dale(kernels["classifier"]),
-          "active_fraction": active / count}
+  result = {"variant": variant, "extra": extra or {}, "test_accuracy": correct / count,
+            "zeros_all": float(np.mean(every == 0)), "zeros_hidden": float(np.mean(hidden == 0)),
+            "lognormal_ks_hidden": log_ks(hidden), "lognormal_ks_hidden_init": log_ks(w_init),
+            "dale_hidden": dale(hidden), "dale_classifier": dale(kernels["classifier"]),
+            "active_fraction": active / count}
+  if probe:
+    result["linear_probe_accuracy"] = probe_accuracy(model, state, dataset)
+  return result
+
+
+def probe_accuracy(model, state, dataset) -> float:
+  """Linear-probe test accuracy of the first hidden layer's ReLU output (train -> test)."""
+  from biojax import eval as bev
+
+  def features(images):
+    return bev.hidden_activations(model, state.variables(), dataset._normalise(images))["dense_0"]
+
+  out = bev.linear_probe(features(dataset.train_images), dataset.train_labels,
+                         features(dataset.test_images), dataset.test_labels)
+  return out["test_accuracy"]
 
 
 if __name__ == "__main__":

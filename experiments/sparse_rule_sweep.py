@@ -1,10 +1,13 @@
-"""Tuning sweep of the sparse rule towards the issue-5 floors (accuracy and zeros).
+"""Tuning sweep of the sparse rule towards the issue-5 floors.
 
-    python -m experiments.sparse_rule_sweep [name ...]   # default: every variant below
+    python -m experiments.sparse_rule_sweep [--probe] [--seed=N] [name ...]   # default: all
 
-Each variant is the preset of experiments/sparse_rule.py (``full``) with a few settings
-changed; the measurement is experiments/sparse_rule_ablation.py's (one JSON line each, with
-the wall time). docs/sparse_rule.md reports what this found.
+Each variant is the rule's preset (experiments/sparse_rule.py, ``SPARSE_OVERRIDES``) with a few
+settings changed; the measurement is experiments/sparse_rule_ablation.py's (one JSON line each,
+with the wall time; ``--probe`` adds the hidden layer's linear-probe accuracy). Most variants
+start from the EARLIER preset (1,000 hidden units, 3,000 steps, Adam 1e-2, target rate 0.1),
+which the sweep was run from; the current preset is the variant ``preset``.
+docs/sparse_rule.md reports what this found.
 """
 
 import json
@@ -13,39 +16,102 @@ import time
 
 from experiments import sparse_rule_ablation
 
+# The preset before this sweep (the current one is experiments/sparse_rule.py's).
+EARLIER = {"mlp": {"hidden": (1000,)}, "num_steps": 3000, "learning_rate": 1e-2,
+           "rule_options": {"sparse_target_rate": 0.1}}
+
+
+def on_earlier(**changes) -> dict:
+  """EARLIER with ``changes`` (``mlp`` and ``rule_options`` merged key by key)."""
+  out = {key: dict(value) if isinstance(value, dict) else value for key, value in EARLIER.items()}
+  for key, value in changes.items():
+    out[key] = {**out[key], **value} if isinstance(value, dict) and key in out else value
+  return out
+
+
+def _hidden(n):
+  return {"hidden": (n,)}
+
+
+_opts = dict
+RHO18 = _opts(sparse_target_rate=0.18)
+
 VARIANTS = {
-    "base": {},
-    "steps8k": {"num_steps": 8000},
-    "w2000": {"mlp": {"hidden": (2000,)}},
-    "w2000_steps8k": {"mlp": {"hidden": (2000,)}, "num_steps": 8000},
-    "w4000": {"mlp": {"hidden": (4000,)}},
-    "tau005": {"rule_options": {"sparse_temperature": 0.05}},
-    "rho005": {"rule_options": {"sparse_target_rate": 0.05}},
-    "lr3e-3_steps8k": {"learning_rate": 3e-3, "num_steps": 8000},
-    "lr3e-2": {"learning_rate": 3e-2},
-    "two_layers": {"rule": ("sparse+eg", "sparse+eg", "bp+eg"), "mlp": {"hidden": (1000, 1000)}},
-    "eps007_steps8k": {"num_steps": 8000,
-                       "rule_options": {"sparse_elimination_threshold": 0.07}},
-    "w2000_eps007_steps8k": {"mlp": {"hidden": (2000,)}, "num_steps": 8000,
-                             "rule_options": {"sparse_elimination_threshold": 0.07}},
-    "additive_classifier": {"rule": ("sparse+eg", "bp")},  # diagnostic: breaks Dale there
-    "w4000_steps8k": {"mlp": {"hidden": (4000,)}, "num_steps": 8000},
-    "steps15k": {"num_steps": 15000},
-    "w2000_steps15k": {"mlp": {"hidden": (2000,)}, "num_steps": 15000},
-    "two_layers_w2000_steps8k": {"rule": ("sparse+eg", "sparse+eg", "bp+eg"),
-                                 "mlp": {"hidden": (2000, 2000)}, "num_steps": 8000},
-    "w2000_tau005_steps8k": {"mlp": {"hidden": (2000,)}, "num_steps": 8000,
-                             "rule_options": {"sparse_temperature": 0.05}},
-    "w2000_lr3e-3_steps8k": {"mlp": {"hidden": (2000,)}, "num_steps": 8000,
-                             "learning_rate": 3e-3},
-    "w4000_eps007_steps15k": {"mlp": {"hidden": (4000,)}, "num_steps": 15000,
-                              "rule_options": {"sparse_elimination_threshold": 0.07}},
+    # The current preset, and the earlier one.
+    "preset": {},
+    "base": on_earlier(),
+    # First round (earlier preset; docs/sparse_rule.md section 4.1).
+    "steps8k": on_earlier(num_steps=8000),
+    "w2000": on_earlier(mlp=_hidden(2000)),
+    "w2000_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000),
+    "w4000": on_earlier(mlp=_hidden(4000)),
+    "tau005": on_earlier(rule_options=_opts(sparse_temperature=0.05)),
+    "rho005": on_earlier(rule_options=_opts(sparse_target_rate=0.05)),
+    "lr3e-3_steps8k": on_earlier(learning_rate=3e-3, num_steps=8000),
+    "lr3e-2": on_earlier(learning_rate=3e-2),
+    "two_layers": on_earlier(rule=("sparse+eg", "sparse+eg", "bp+eg"),
+                             mlp={"hidden": (1000, 1000)}),
+    "eps007_steps8k": on_earlier(num_steps=8000,
+                                 rule_options=_opts(sparse_elimination_threshold=0.07)),
+    "w2000_eps007_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000,
+                                       rule_options=_opts(sparse_elimination_threshold=0.07)),
+    "additive_classifier": on_earlier(rule=("sparse+eg", "bp")),  # diagnostic: breaks Dale
+    "w4000_steps8k": on_earlier(mlp=_hidden(4000), num_steps=8000),
+    "steps15k": on_earlier(num_steps=15000),
+    "w2000_steps15k": on_earlier(mlp=_hidden(2000), num_steps=15000),
+    "two_layers_w2000_steps8k": on_earlier(rule=("sparse+eg", "sparse+eg", "bp+eg"),
+                                           mlp={"hidden": (2000, 2000)}, num_steps=8000),
+    "w2000_tau005_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000,
+                                       rule_options=_opts(sparse_temperature=0.05)),
+    "w2000_lr3e-3_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000, learning_rate=3e-3),
+    "w4000_eps007_steps15k": on_earlier(mlp=_hidden(4000), num_steps=15000,
+                                        rule_options=_opts(sparse_elimination_threshold=0.07)),
+    # Second round (earlier preset; section 4.2): activity target, E/I split, optimizer.
+    "rho015": on_earlier(rule_options=_opts(sparse_target_rate=0.15)),
+    "rho02": on_earlier(rule_options=_opts(sparse_target_rate=0.2)),
+    "tau03": on_earlier(rule_options=_opts(sparse_temperature=0.3)),
+    "inh05": on_earlier(mlp={"inhibitory_fraction": 0.5}),
+    "inh01": on_earlier(mlp={"inhibitory_fraction": 0.1}),
+    "mixed_rho02": on_earlier(mlp={"weight_init": "mixed"},
+                              rule_options=_opts(sparse_target_rate=0.2)),
+    "unconstrained": on_earlier(rule=("sparse", "bp"), mlp={"weight_init": "lecun"},
+                                rule_options=_opts(sparse_elimination=False)),
+    "sgd_lr03": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=0.3),
+    "sgd_lr1": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=1.0),
+    "sgd_lr3": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=3.0),
+    # Third round: wider, rate 0.18, longer, faster (section 4.2; the last is the preset).
+    "w2000_rho018": on_earlier(mlp=_hidden(2000), rule_options=RHO18),
+    "w4000_rho018": on_earlier(mlp=_hidden(4000), rule_options=RHO18),
+    "w2000_rho018_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000, rule_options=RHO18),
+    "w4000_rho018_steps8k": on_earlier(mlp=_hidden(4000), num_steps=8000, rule_options=RHO18),
+    "w2000_rho018_steps8k_lr2e-2": on_earlier(mlp=_hidden(2000), num_steps=8000,
+                                              learning_rate=2e-2, rule_options=RHO18),
+    "w2000_rho018_steps8k_lr3e-2": on_earlier(mlp=_hidden(2000), num_steps=8000,
+                                              learning_rate=3e-2, rule_options=RHO18),
+    "w2000_rho018_steps12k_lr2e-2": on_earlier(mlp=_hidden(2000), num_steps=12000,
+                                               learning_rate=2e-2, rule_options=RHO18),
+    "w3000_rho018_steps8k_lr2e-2": on_earlier(mlp=_hidden(3000), num_steps=8000,
+                                              learning_rate=2e-2, rule_options=RHO18),
 }
 
 
-if __name__ == "__main__":
-  for name in sys.argv[1:] or list(VARIANTS):
+def main(argv: list[str]) -> None:
+  probe = "--probe" in argv
+  seed = 0
+  names = []
+  for arg in argv:
+    if arg.startswith("--seed="):
+      seed = int(arg.split("=", 1)[1])
+    elif arg != "--probe":
+      if arg not in VARIANTS:
+        raise SystemExit(f"Unknown variant {arg!r}. Valid variants: {', '.join(VARIANTS)}.")
+      names.append(arg)
+  for name in names or list(VARIANTS):
     start = time.time()
-    result = sparse_rule_ablation.run("full", extra=VARIANTS[name])
-    result.update(name=name, seconds=round(time.time() - start, 1))
+    result = sparse_rule_ablation.run("full", seed=seed, extra=VARIANTS[name], probe=probe)
+    result.update(name=name, seed=seed, seconds=round(time.time() - start, 1))
     print(json.dumps(result, default=str), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
