@@ -89,3 +89,24 @@ def test_quick_experiment_writes_a_complete_report(tmp_path):
   # Resumable: a second run reuses every training and evaluation.
   again = sparse_rule.run(config, str(tmp_path))
   assert again["rules"] == report["rules"]
+
+
+def test_variant_configs_merge_settings_and_reject_unknown_fields():
+  from experiments import sparse_rule_sweep
+
+  preset = sparse_rule.train_config("full")
+  assert preset.model_kwargs.mlp.hidden == sparse_rule.SPARSE_OVERRIDES["mlp"]["hidden"]
+  assert preset.rule_options.sparse_target_rate == (
+      sparse_rule.SPARSE_OVERRIDES["rule_options"]["sparse_target_rate"])
+  # A sweep variant on the earlier preset: nested fields merged key by key, others replaced.
+  sgd = sparse_rule.train_config("full", sparse_rule_sweep.VARIANTS["sgd_lr1"])
+  assert (sgd.optimizer, sgd.momentum, sgd.learning_rate, sgd.num_steps) == ("sgd", 0.9, 1.0,
+                                                                            3000)
+  assert sgd.model_kwargs.mlp.hidden == (1000,)
+  assert sgd.model_kwargs.mlp.weight_init == "dale"  # kept from the preset
+  assert sgd.rule_options.sparse_target_rate == 0.1
+  assert sgd.rule_options.sparse_temperature == preset.rule_options.sparse_temperature
+  with pytest.raises(KeyError, match="Unknown config field 'optimiser'"):
+    sparse_rule.train_config("full", {"optimiser": "sgd"})
+  with pytest.raises(SystemExit, match="Unknown variant 'w9999'. Valid variants: preset, base"):
+    sparse_rule_sweep.main(["w9999"])
