@@ -1,6 +1,6 @@
 """Trains every variant of experiments/sparse_rule.py and measures the issue-5 floors.
 
-    python -m experiments.sparse_rule_ablation [variant ...]   # default: all variants
+    python -m experiments.sparse_rule_ablation [--earlier] [variant ...]   # default: all
 
 Prints one JSON line per variant: test accuracy, exact-zero fraction of all kernels and of
 the hidden kernel, KS distance of log|w| (non-zero hidden weights) from a fitted normal (also
@@ -95,5 +95,13 @@ def probe_accuracy(model, state, dataset) -> float:
 
 
 if __name__ == "__main__":
-  for name in sys.argv[1:] or list(sparse_rule.ABLATIONS):
-    print(json.dumps(run(name)), flush=True)
+  # --earlier: on the preset before the tuning sweep (experiments/sparse_rule_sweep.py EARLIER).
+  earlier = "--earlier" in sys.argv[1:]
+  names = [a for a in sys.argv[1:] if a != "--earlier"]
+  for name in names or list(sparse_rule.ABLATIONS):
+    if name not in sparse_rule.ABLATIONS:
+      raise SystemExit(f"Unknown variant {name!r}. Valid variants: "
+                       f"{', '.join(sparse_rule.ABLATIONS)}.")
+    if earlier:
+      from experiments.sparse_rule_sweep import EARLIER
+    print(json.dumps(run(name, extra=EARLIER if earlier else None)), flush=True)
