@@ -181,7 +181,7 @@ def rule_config(config: ml_collections.ConfigDict, rule: str,
   return cfg
 
 
-def _variables(workdir: str) -> dict:
+def load_variables(workdir: str) -> dict:
   """The final ``params``, ``feedback`` (rule state) and ``batch_stats`` of a run."""
   from biojax import experiment
 
@@ -223,7 +223,7 @@ def evaluate_rule(config: ml_collections.ConfigDict, rule: str, cfg: ml_collecti
   timings = {}
   start = time.time()
   model = experiment.build_model(cfg, dataset.num_classes)
-  variables = _variables(os.path.join(run_dir, "train"))
+  variables = load_variables(os.path.join(run_dir, "train"))
   params = variables["params"]
   hidden_layers = [name for name in bev.kernels(params) if name != "classifier"]
   init_key = jax.random.fold_in(jax.random.key(cfg.seed), 0)
@@ -312,6 +312,17 @@ def table(rules: dict, main_epsilon: float) -> str:
   return "\n".join(lines) + "\n"
 
 
+def load_dataset(config: ml_collections.ConfigDict):
+  """The experiment's data set (``config.train``'s data fields)."""
+  from biojax import data as data_lib
+
+  t = config.train
+  return data_lib.get_dataset(
+      t.dataset, data_dir=t.data_dir, validation_size=t.validation_size, seed=t.seed,
+      augment=t.augment, fashion_mnist_dir=t.fashion_mnist_dir, limit_train=t.limit_train,
+      image_size=t.image_size)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains every rule of ``config.rules``, evaluates each, writes the report and plots.
 
@@ -320,7 +331,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   epsilon -> accuracy), few_shot (k -> mean accuracy), ...}}, "summary", "config",
   "wall_seconds", ...}``.
   """
-  from biojax import data as data_lib
   from biojax import eval as bev
   from biojax import experiment
   from biojax.bench import machine
@@ -329,18 +339,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config = resolve(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  t = config.train
-  dataset = data_lib.get_dataset(
-      t.dataset, data_dir=t.data_dir, validation_size=t.validation_size, seed=t.seed,
-      augment=t.augment, fashion_mnist_dir=t.fashion_mnist_dir, limit_train=t.limit_train,
-      image_size=t.image_size)
+  dataset = load_dataset(config)
   config_json = experiment.to_json(config)
 
   surrogate_cfg = rule_config(config, "bp", seed=config.surrogate_seed)
   surrogate_dir = os.path.join(workdir, "bp_surrogate")
   _train(surrogate_cfg, os.path.join(surrogate_dir, "train"))
   surrogate = (bev.TrueForward(experiment.build_model(surrogate_cfg, dataset.num_classes)),
-               _variables(os.path.join(surrogate_dir, "train")))
+               load_variables(os.path.join(surrogate_dir, "train")))
 
   results = {}
   for rule in config.rules:

@@ -90,6 +90,26 @@ def test_quick_experiment_writes_a_complete_report(tmp_path):
   again = sparse_rule.run(config, str(tmp_path))
   assert again["rules"] == report["rules"]
 
+  # The label-free few-shot protocol reads out the trained networks' hidden layers.
+  from biojax import eval as bev
+  from experiments import sparse_rule_label_free
+
+  free = sparse_rule_label_free.run(config, str(tmp_path), l2=1e-3)
+  assert list(free["rules"]) == ["pixels", *RULES]
+  assert free["rules"]["sparse"]["label_free"] and not free["rules"]["bp"]["label_free"]
+  assert (tmp_path / sparse_rule_label_free.OUTPUT).stat().st_size > 0
+  for result in free["rules"].values():
+    assert list(result["few_shot"]) == list(SHOTS)
+    assert all(_fraction(v["mean"]) for v in result["few_shot"].values())
+  # The pixel row is the probe on the same subset, computed here directly.
+  dataset = sparse_rule.load_dataset(sparse_rule.resolve(config))
+  subset = bev.few_shot_subset(dataset, 5, 0)
+  flat = lambda x: dataset._normalise(x).reshape(len(x), -1)  # noqa: E731
+  direct = bev.linear_probe(flat(subset.train_images), subset.train_labels,
+                            flat(dataset.test_images), dataset.test_labels,
+                            num_classes=dataset.num_classes, l2=1e-3)["test_accuracy"]
+  assert free["rules"]["pixels"]["few_shot"]["5"]["accuracies"][0] == direct
+
 
 def test_variant_configs_merge_settings_and_reject_unknown_fields():
   from experiments import sparse_rule_sweep
