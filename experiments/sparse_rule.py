@@ -61,15 +61,27 @@ ABLATIONS = {
 }
 
 
-def _merged(variant: str, extra: dict | None = None) -> dict:
-  out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in SPARSE_OVERRIDES.items()}
-  for changes in (ABLATIONS[variant], extra or {}):
-    for key, value in changes.items():
-      if isinstance(value, dict):
+# The preset before the tuning sweep of docs/sparse_rule.md section 4 (changes to
+# SPARSE_OVERRIDES); experiments/sparse_rule_sweep.py starts most variants from it.
+EARLIER = {"mlp": {"hidden": (1000,)}, "num_steps": 3000, "learning_rate": 1e-2,
+           "rule_options": {"sparse_target_rate": 0.1}}
+
+
+def merge_settings(base: dict, *changes: dict) -> dict:
+  """``base`` with each of ``changes`` applied in turn; dict values (``mlp``,
+  ``rule_options``) are merged key by key, others replaced."""
+  out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+  for change in changes:
+    for key, value in change.items():
+      if isinstance(value, dict) and key in out:
         out[key] = {**out[key], **value}
       else:
-        out[key] = value
+        out[key] = dict(value) if isinstance(value, dict) else value
   return out
+
+
+def _merged(variant: str, extra: dict | None = None) -> dict:
+  return merge_settings(SPARSE_OVERRIDES, ABLATIONS[variant], extra or {})
 
 
 def train_config(variant: str = "full", extra: dict | None = None) -> ml_collections.ConfigDict:

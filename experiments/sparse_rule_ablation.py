@@ -95,13 +95,11 @@ def probe_accuracy(model, state, dataset) -> float:
 
 
 if __name__ == "__main__":
-  # --earlier: on the preset before the tuning sweep (experiments/sparse_rule_sweep.py EARLIER).
+  # --earlier: on the preset before the tuning sweep (experiments/sparse_rule.py EARLIER).
   earlier = "--earlier" in sys.argv[1:]
   names = [a for a in sys.argv[1:] if a != "--earlier"]
   for name in names or list(sparse_rule.ABLATIONS):
     if name not in sparse_rule.ABLATIONS:
       raise SystemExit(f"Unknown variant {name!r}. Valid variants: "
                        f"{', '.join(sparse_rule.ABLATIONS)}.")
-    if earlier:
-      from experiments.sparse_rule_sweep import EARLIER
-    print(json.dumps(run(name, extra=EARLIER if earlier else None)), flush=True)
+    print(json.dumps(run(name, extra=sparse_rule.EARLIER if earlier else None)), flush=True)

@@ -14,27 +14,21 @@ import json
 import sys
 import time
 
-from experiments import sparse_rule_ablation
+from experiments import sparse_rule, sparse_rule_ablation
 
-# The preset before this sweep (the current one is experiments/sparse_rule.py's).
-EARLIER = {"mlp": {"hidden": (1000,)}, "num_steps": 3000, "learning_rate": 1e-2,
-           "rule_options": {"sparse_target_rate": 0.1}}
+EARLIER = sparse_rule.EARLIER
 
 
 def on_earlier(**changes) -> dict:
   """EARLIER with ``changes`` (``mlp`` and ``rule_options`` merged key by key)."""
-  out = {key: dict(value) if isinstance(value, dict) else value for key, value in EARLIER.items()}
-  for key, value in changes.items():
-    out[key] = {**out[key], **value} if isinstance(value, dict) and key in out else value
-  return out
+  return sparse_rule.merge_settings(EARLIER, changes)
 
 
 def _hidden(n):
   return {"hidden": (n,)}
 
 
-_opts = dict
-RHO18 = _opts(sparse_target_rate=0.18)
+RHO18 = {"sparse_target_rate": 0.18}
 
 VARIANTS = {
     # The current preset, and the earlier one.
@@ -45,16 +39,16 @@ VARIANTS = {
     "w2000": on_earlier(mlp=_hidden(2000)),
     "w2000_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000),
     "w4000": on_earlier(mlp=_hidden(4000)),
-    "tau005": on_earlier(rule_options=_opts(sparse_temperature=0.05)),
-    "rho005": on_earlier(rule_options=_opts(sparse_target_rate=0.05)),
+    "tau005": on_earlier(rule_options=dict(sparse_temperature=0.05)),
+    "rho005": on_earlier(rule_options=dict(sparse_target_rate=0.05)),
     "lr3e-3_steps8k": on_earlier(learning_rate=3e-3, num_steps=8000),
     "lr3e-2": on_earlier(learning_rate=3e-2),
     "two_layers": on_earlier(rule=("sparse+eg", "sparse+eg", "bp+eg"),
                              mlp={"hidden": (1000, 1000)}),
     "eps007_steps8k": on_earlier(num_steps=8000,
-                                 rule_options=_opts(sparse_elimination_threshold=0.07)),
+                                 rule_options=dict(sparse_elimination_threshold=0.07)),
     "w2000_eps007_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000,
-                                       rule_options=_opts(sparse_elimination_threshold=0.07)),
+                                       rule_options=dict(sparse_elimination_threshold=0.07)),
     "additive_classifier": on_earlier(rule=("sparse+eg", "bp")),  # diagnostic: breaks Dale
     "w4000_steps8k": on_earlier(mlp=_hidden(4000), num_steps=8000),
     "steps15k": on_earlier(num_steps=15000),
@@ -62,20 +56,20 @@ VARIANTS = {
     "two_layers_w2000_steps8k": on_earlier(rule=("sparse+eg", "sparse+eg", "bp+eg"),
                                            mlp={"hidden": (2000, 2000)}, num_steps=8000),
     "w2000_tau005_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000,
-                                       rule_options=_opts(sparse_temperature=0.05)),
+                                       rule_options=dict(sparse_temperature=0.05)),
     "w2000_lr3e-3_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000, learning_rate=3e-3),
     "w4000_eps007_steps15k": on_earlier(mlp=_hidden(4000), num_steps=15000,
-                                        rule_options=_opts(sparse_elimination_threshold=0.07)),
+                                        rule_options=dict(sparse_elimination_threshold=0.07)),
     # Second round (earlier preset; section 4.2): activity target, E/I split, optimizer.
-    "rho015": on_earlier(rule_options=_opts(sparse_target_rate=0.15)),
-    "rho02": on_earlier(rule_options=_opts(sparse_target_rate=0.2)),
-    "tau03": on_earlier(rule_options=_opts(sparse_temperature=0.3)),
+    "rho015": on_earlier(rule_options=dict(sparse_target_rate=0.15)),
+    "rho02": on_earlier(rule_options=dict(sparse_target_rate=0.2)),
+    "tau03": on_earlier(rule_options=dict(sparse_temperature=0.3)),
     "inh05": on_earlier(mlp={"inhibitory_fraction": 0.5}),
     "inh01": on_earlier(mlp={"inhibitory_fraction": 0.1}),
     "mixed_rho02": on_earlier(mlp={"weight_init": "mixed"},
-                              rule_options=_opts(sparse_target_rate=0.2)),
+                              rule_options=dict(sparse_target_rate=0.2)),
     "unconstrained": on_earlier(rule=("sparse", "bp"), mlp={"weight_init": "lecun"},
-                                rule_options=_opts(sparse_elimination=False)),
+                                rule_options=dict(sparse_elimination=False)),
     "sgd_lr03": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=0.3),
     "sgd_lr1": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=1.0),
     "sgd_lr3": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=3.0),
