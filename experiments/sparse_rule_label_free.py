@@ -47,6 +47,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, l2: float = 1e-3) -> di
 
   config = sparse_rule.resolve(config)
   workdir = os.path.abspath(workdir)
+  missing = [rule for rule in config.rules
+             if not os.path.exists(os.path.join(workdir, rule, "train", experiment.REPORT_FILE))]
+  if missing:  # before any work
+    raise FileNotFoundError(
+        f"No trained network for {', '.join(missing)} in {workdir}: run "
+        f"`python launch/sparse_rule.py --workdir={workdir}` first (same config).")
   dataset = sparse_rule.load_dataset(config)
   shots = list(config.few_shot.shots)
   seeds = list(range(int(config.few_shot.seeds)))
@@ -72,10 +78,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, l2: float = 1e-3) -> di
                         "few_shot": protocol(lambda x: x.reshape(len(x), -1))}}
   for rule in config.rules:
     train_dir = os.path.join(workdir, rule, "train")
-    if not os.path.exists(os.path.join(train_dir, experiment.REPORT_FILE)):
-      raise FileNotFoundError(
-          f"No trained {rule!r} network in {train_dir}: run "
-          f"`python launch/sparse_rule.py --workdir={workdir}` first (same config).")
     cfg = sparse_rule.rule_config(config, rule)
     model = experiment.build_model(cfg, dataset.num_classes)
     variables = sparse_rule.load_variables(train_dir)

@@ -130,3 +130,16 @@ def test_variant_configs_merge_settings_and_reject_unknown_fields():
     sparse_rule.train_config("full", {"optimiser": "sgd"})
   with pytest.raises(SystemExit, match="Unknown variant 'w9999'. Valid variants: preset, base"):
     sparse_rule_sweep.main(["w9999"])
+
+
+def test_label_free_protocol_needs_the_trained_networks(tmp_path):
+  from experiments import sparse_rule_label_free
+
+  config = sparse_rule.get_config()
+  config.quick = True
+  config.train.dataset = "synthetic"
+  with pytest.raises(FileNotFoundError, match="No trained network for sparse, sparse_mixed, bp"):
+    sparse_rule_label_free.run(config, str(tmp_path))
+  assert not (tmp_path / sparse_rule_label_free.OUTPUT).exists()
+  with pytest.raises(SystemExit, match="Unknown argument '--l3=1'"):
+    sparse_rule_label_free.main(["--l3=1"])
