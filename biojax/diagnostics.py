@@ -27,7 +27,8 @@ def alignment(variables: Mapping, assignment: Assignment, key: Array) -> dict[st
   """Per layer: ``angle`` (degrees) between ``W`` and the ``B`` its rule uses, and
   ``norm_ratio`` ``|B| / |W|``.
 
-  Layers whose rule has no feedback matrix (``dfa``, ``softhebb``) get NaN.
+  Layers whose rule has no feedback matrix (direct and local rules: ``dfa``, ``softhebb``,
+  ``sparse``) get NaN.
   """
   params = traverse_util.flatten_dict(flax.core.unfreeze(variables["params"]))
   feedback = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
@@ -36,7 +37,7 @@ def alignment(variables: Mapping, assignment: Assignment, key: Array) -> dict[st
   for i, layer in enumerate(assignment.layers or tuple(assignment.rule)):
     path = tuple(layer.split("/"))
     w = params[(*path, "kernel")]
-    state = {"fixed": feedback[(*path, "fixed")], "learned": feedback[(*path, "learned")]}
+    state = {k[-1]: v for k, v in feedback.items() if k[:-1] == path and k[-1] != "order"}
     rule = assignment.rule[layer]
     b = _credit.feedback_matrix(rule, w, state, jax.random.fold_in(key, i))
     valid = has_matrix[rule]

@@ -19,7 +19,6 @@ import optax
 from flax import traverse_util
 
 from biojax import rules as rules_lib
-from biojax.nn import _credit
 from biojax.nn.assignment import Assignment
 from biojax.nn.layers import ACTIVITY, DFA_TAPS
 
@@ -53,14 +52,17 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
     gradient-like quantity (the optimizer subtracts it); for ``bp`` everywhere it equals
     ``jax.grad`` of the loss. ``state`` holds the non-parameter collections after the step
     (batch statistics updated; the rule state is updated by :func:`update_rule_state` after
-    the optimizer step; where the model may use the ``sparse`` rule, ``state`` also holds
-    the firing rates of this batch under ``rule_activity``, which that update reads).
+    the optimizer step; where the model compiles rules with an ``activity`` hook, ``state``
+    also holds what they recorded in this batch under ``rule_activity``, which that update
+    reads).
     ``metrics`` holds ``loss`` and ``accuracy``.
   """
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k not in _TRANSIENT}
   options = getattr(model, "options", None) or rules_lib.RuleOptions()
-  mutable = [DFA_TAPS] + ([ACTIVITY] if options.allows("sparse") else []) + (
+  compiled = options.compiled_rules()
+  records_activity = any(r.activity is not None for r in compiled)
+  mutable = [DFA_TAPS] + ([ACTIVITY] if records_activity else []) + (
       ["batch_stats"] if "batch_stats" in state else [])
   collection = assignment.as_collection()
 
@@ -74,9 +76,10 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
 
   (logits, taps), backward, mutated = jax.vjp(forward, params, has_aux=True)
   loss, output_error = jax.value_and_grad(loss_fn)(logits, batch["label"])
-  if options.allows("dfa"):
-    tap_cotangents = _tap_cotangents(taps, variables, assignment, output_error)
-  else:  # no layer can be DFA: skip the projections e B_l
+  direct = [r for r in compiled if r.credit == "direct"]
+  if direct:
+    tap_cotangents = _tap_cotangents(taps, variables, assignment, output_error, direct)
+  else:  # no layer can be direct: skip the projections e B_l
     tap_cotangents = jax.tree.map(jnp.zeros_like, taps)
   (updates,) = backward((output_error, tap_cotangents))
   new_state = {**state, **mutated}
@@ -85,74 +88,82 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
 
 
 def _tap_cotangents(taps: Mapping, variables: Mapping, assignment: Assignment,
-                    output_error: Array) -> dict:
-  """``e B_l`` at the tap of every DFA layer; zero at the taps of all other layers."""
+                    output_error: Array, direct: tuple[rules_lib.Rule, ...]) -> dict:
+  """The projected output error at the tap of every layer whose rule is direct (``e B_l``
+  for DFA); zero at the taps of all other layers."""
   flat_taps = traverse_util.flatten_dict(flax.core.unfreeze(taps))
-  flat_feedback = traverse_util.flatten_dict(flax.core.unfreeze(variables["feedback"]))
   cotangents = {}
   for path, sown in flat_taps.items():
     layer = "/".join(path[:-1])
-    b = flat_feedback[(*path[:-1], "direct")]
-    direct = _credit.is_direct(assignment.rule[layer])
-    projected = rules_lib.direct_feedback(output_error, b)
-    cotangents[path] = tuple(jnp.where(direct, projected, 0.0).astype(h.dtype) for h in sown)
+    state = _layer_state(variables["feedback"], path[:-1])
+    projected = 0.0
+    for r in direct:
+      is_rule = assignment.rule[layer] == rules_lib.rule_id(r.name)
+      projected = jnp.where(is_rule, r.direct(output_error, state), projected)
+    cotangents[path] = tuple(jnp.asarray(projected).astype(h.dtype) for h in sown)
   return traverse_util.unflatten_dict(cotangents)
+
+
+def _layer_state(feedback: Mapping, layer: tuple[str, ...]) -> dict:
+  """The rule-state variables of one layer (``feedback/<layer>/*``) as a flat dict."""
+  node = flax.core.unfreeze(feedback)
+  for part in layer:
+    node = node[part]
+  return {k: v for k, v in node.items() if not isinstance(v, Mapping)}
 
 
 def update_rule_state(feedback: Mapping, params_old: Mapping, params_new: Mapping,
                       assignment: Assignment, options: rules_lib.RuleOptions,
                       activity: Mapping | None = None) -> dict:
-  """Rule state after an optimizer step.
+  """Rule state after an optimizer step: each compiled rule's ``after_step`` hook, in the
+  layers whose rule it is (for example Kolen-Pollack's ``B`` follows ``W``; the sparse
+  rule's thresholds move towards the target firing rate).
 
-  * Kolen-Pollack: the matrix ``learned`` follows ``W`` (layers whose rule is ``kp``);
-  * sparse rule homeostasis: each unit's ``threshold`` moves towards the target firing rate,
-    ``theta + eta_theta (r - rho)``, with ``r`` the unit's firing rate in the batch, read from
-    ``activity`` (the ``rule_activity`` collection that :func:`learning_signal` returns in its
-    state; layers whose rule is ``sparse``, when ``options.sparse_homeostasis``).
-
-  Every other entry is returned unchanged (and nothing is computed for rules that
-  ``options`` leave out).
+  ``activity`` is the ``rule_activity`` collection that :func:`learning_signal` returns in
+  its state. Every other entry is returned unchanged.
   """
-  homeostasis = (options.allows("sparse") and options.sparse_homeostasis
-                 and activity is not None)
-  if not options.allows("kp") and not homeostasis:
+  hooked = [r for r in options.compiled_rules() if r.after_step is not None]
+  if not hooked:
     return feedback
   flat = traverse_util.flatten_dict(flax.core.unfreeze(feedback))
   old = traverse_util.flatten_dict(flax.core.unfreeze(params_old))
   new = traverse_util.flatten_dict(flax.core.unfreeze(params_new))
-  rates = traverse_util.flatten_dict(flax.core.unfreeze(activity)) if homeostasis else {}
+  recorded = traverse_util.flatten_dict(flax.core.unfreeze(activity)) if activity else {}
   out = dict(flat)
-  for path, value in flat.items():
-    layer = path[:-1]
-    rule = assignment.rule.get("/".join(layer))
-    if path[-1] == "learned" and options.allows("kp"):
-      stepped = rules_lib.kp_feedback_update(value, old[(*layer, "kernel")],
-                                             new[(*layer, "kernel")], options.kp_decay)
-      out[path] = jnp.where(rule == rules_lib.rule_id("kp"), stepped, value)
-    elif path[-1] == "threshold" and (*layer, "rate") in rates:
-      stepped = rules_lib.homeostatic_threshold(
-          value, rates[(*layer, "rate")][0], options.sparse_target_rate,
-          options.sparse_homeostasis_rate)
-      out[path] = jnp.where(rule == rules_lib.rule_id("sparse"), stepped, value)
+  for layer_name in assignment.layers or tuple(assignment.rule):
+    layer = tuple(layer_name.split("/"))
+    rule = assignment.rule[layer_name]
+    state = {path[-1]: value for path, value in out.items() if path[:-1] == layer}
+    for r in hooked:
+      sown = recorded.get((*layer, r.name))
+      changes = r.after_step(state, old[(*layer, "kernel")], new[(*layer, "kernel")],
+                             None if sown is None else sown[0], options.of(r))
+      for name, value in changes.items():
+        if name not in state:
+          raise KeyError(f"Rule {r.name!r}: after_step returned {name!r}, which is not a "
+                         f"state variable of layer {layer_name} ({', '.join(state)}).")
+        out[(*layer, name)] = jnp.where(rule == rules_lib.rule_id(r.name), value,
+                                        out[(*layer, name)])
   return traverse_util.unflatten_dict(out)
 
 
 def structural_plasticity(params: Mapping, assignment: Assignment,
                           options: rules_lib.RuleOptions) -> dict:
-  """Parameters after the sparse rule's structural elimination (applied after each step).
-
-  In every layer whose rule is ``sparse`` (when ``options.sparse_elimination``), a synapse
-  weaker than ``sparse_elimination_threshold`` times its unit's strongest synapse becomes
-  exactly zero (:func:`biojax.rules.eliminate_weak_synapses`). Other layers are unchanged.
-  """
-  if not (options.allows("sparse") and options.sparse_elimination):
+  """Parameters after the compiled rules' ``structural`` hooks (applied after each step) in
+  the layers whose rule it is; for example the sparse rule's elimination of weak synapses
+  (:func:`biojax.rules.eliminate_weak_synapses`). Other layers are unchanged."""
+  hooked = [r for r in options.compiled_rules() if r.structural is not None]
+  if not hooked:
     return params
   flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
   out = dict(flat)
-  for path, value in flat.items():
+  for path in flat:
     layer = "/".join(path[:-1])
     if path[-1] != "kernel" or layer not in assignment.rule:
       continue
-    pruned = rules_lib.eliminate_weak_synapses(value, options.sparse_elimination_threshold)
-    out[path] = jnp.where(assignment.rule[layer] == rules_lib.rule_id("sparse"), pruned, value)
+    for r in hooked:
+      changed = r.structural(out[path], options.of(r))
+      if changed is not out[path]:
+        out[path] = jnp.where(assignment.rule[layer] == rules_lib.rule_id(r.name), changed,
+                              out[path])
   return traverse_util.unflatten_dict(out)

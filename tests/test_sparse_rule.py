@@ -111,9 +111,9 @@ def trained():
   """A small MLP trained by the sparse rule (hidden) and the delta rule (classifier)."""
   from conftest import blobs
   x, labels = blobs()
-  options = rules.RuleOptions(rules=("bp", "sparse"), sparse_target_rate=0.1,
-                              sparse_homeostasis_rate=0.05, sparse_temperature=0.3,
-                              sparse_elimination_threshold=0.05)
+  options = rules.RuleOptions(
+      rules=("bp", "sparse"), sparse=rules.SparseOptions(
+          target_rate=0.1, homeostasis_rate=0.05, temperature=0.3, elimination_threshold=0.05))
   model = bnn.MLP(num_classes=4, hidden=(64,), weight_init="dale", center_hidden=True,
                   options=options)
   tx = biojax.make_optimizer("adam", 3e-2)

@@ -25,7 +25,7 @@ def batch(step: int, size: int = 64):
 
 @functools.lru_cache
 def setup(optimizer="adam", lr=1e-2, weight_decay=0.0, kp_decay=1e-3):
-  options = rules.RuleOptions(kp_decay=kp_decay)
+  options = rules.RuleOptions(kp=rules.KPOptions(decay=kp_decay))
   model = bnn.MLP(num_classes=4, hidden=(32, 32), options=options)
   tx = biojax.make_optimizer(optimizer, lr, weight_decay=weight_decay)
   step = jax.jit(biojax.make_train_step(model, tx, options))

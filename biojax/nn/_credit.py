@@ -1,4 +1,4 @@
-"""Credit assignment, implemented once (DESIGN.md section 4).
+"""Credit assignment, implemented once (docs/design.md, "Credit assignment").
 
 A rule-aware layer computes ``y = forward(x, W)`` with ``forward`` linear in each argument
 (a dense product or a convolution). Its custom VJP
@@ -33,34 +33,41 @@ def feedback_matrix(rule: Array, w: Array, state: dict, key: Array,
   """The matrix ``B`` that carries the error below a layer with rule id ``rule``.
 
   Feedback rules give their own ``B``; a ``direct`` (DFA) layer passes its error down exactly
-  (``B = W``: a layer below that is itself DFA ignores it); a ``local`` layer sends none
-  (``B = 0``).
+  (``B = W``: a layer below that is itself direct ignores it); a ``local`` layer sends none
+  (``B = 0``). ``state`` is the layer's rule state (every registered rule's variables).
   """
-  # Rules that share a branch (bp and dfa pass W; local rules pass zeros) share one copy of
-  # it in the compiled program: a lookup table maps rule ids to distinct branches.
-  branches = {"transport": lambda w_: w_, "none": jnp.zeros_like}
+  # Rules that share a feedback function (bp, and direct rules, pass W; local rules pass
+  # zeros) share one copy of it in the compiled program: a lookup table maps rule ids to
+  # distinct branches.
+  transport, none = rules_lib.exact_feedback, jnp.zeros_like
+  functions = [transport, none]
   table = []
   for r in rules_lib.rules():
     if options is not None and not options.allows(r.name):
-      table.append("transport")  # never selected: assignments are checked against options
-    elif r.credit == "feedback" and r.feedback is not rules_lib.bp_feedback:
-      branches[r.name] = functools.partial(r.feedback, state=state, key=key)
-      table.append(r.name)
+      fn = transport  # never selected: assignments are checked against options
+    elif r.credit == "feedback":
+      fn = r.feedback
     else:
-      table.append("transport" if r.credit != "local" else "none")
-  names = [n for n in branches if n in table]
-  if len(names) == 1:
-    return branches[names[0]](w)
-  index = jnp.asarray([names.index(t) for t in table], jnp.int32)[rule]
-  return jax.lax.switch(index, [branches[n] for n in names], w)
+      fn = transport if r.credit == "direct" else none
+    if fn not in functions:
+      functions.append(fn)
+    table.append(functions.index(fn))
+  used = [f for i, f in enumerate(functions) if i in table]
+  branches = [(lambda w_: w_) if f is transport else f if f is none
+              else functools.partial(f, state=state, key=key) for f in used]
+  if len(branches) == 1:
+    return branches[0](w)
+  index = jnp.asarray([used.index(functions[t]) for t in table], jnp.int32)[rule]
+  return jax.lax.switch(index, branches, w)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def credit(forward, options, x, w, b, rule, local_state=None):
   """``forward(x, w)`` whose backward pass follows the rule ``rule`` with feedback ``b``.
 
-  ``local_state`` (a dict of per-unit arrays, e.g. ``{"threshold": theta}``, or None: zero
-  thresholds) is read by local rules only; it receives no cotangent.
+  ``local_state`` (the layer's rule-state variables that local rules read, e.g.
+  ``{"threshold": theta}``; None: the state's initial values) is read by local rules only;
+  it receives no cotangent.
   """
   del options, b, rule, local_state
   return forward(x, w)
@@ -72,7 +79,7 @@ def _credit_fwd(forward, options, x, w, b, rule, local_state):
 
 
 def _local_rules(options):
-  return [r for r in rules_lib.rules() if r.credit == "local" and options.allows(r.name)]
+  return [r for r in options.compiled_rules() if r.credit == "local"]
 
 
 def _credit_bwd(forward, options, residuals, delta):
@@ -92,12 +99,12 @@ def _credit_bwd(forward, options, residuals, delta):
   for r in rules_lib.rules():
     table.append(1 + local.index(r) if r in local else 0)
   index = jnp.asarray(table, jnp.int32)[rule]
-  signals = [lambda: delta] + [functools.partial(r.local_signal, u, local_state, options)
-                               for r in local]
+  signals = [lambda: delta] + [
+      functools.partial(r.local_signal, u, local_state, options.of(r)) for r in local]
   signal = jax.lax.switch(index, signals)
   (pre_post,) = transpose_w(signal)
   updates = [lambda: pre_post] + [
-      functools.partial(r.local_update, pre_post, w, u, signal, options) for r in local]
+      functools.partial(r.local_update, pre_post, w, u, signal, options.of(r)) for r in local]
   dw = jax.lax.switch(index, updates)
   return dx, dw, jnp.zeros_like(b), None, no_state
 

@@ -2,19 +2,20 @@
 
 ``Dense`` and ``Conv`` compute the usual forward pass. When the variables passed to
 ``apply`` hold an ``assignment`` collection, their backward pass follows the rule of the layer
-(an integer read from that collection; DESIGN.md section 2) through
+(an integer read from that collection; docs/design.md) through
 :func:`biojax.nn._credit.credit`. Without it (evaluation, adversarial attacks) the layer is a
 plain differentiable function, and ``jax.grad`` gives the true gradient.
 
-Variable collections of a layer (DESIGN.md section 3):
+Variable collections of a layer (docs/design.md):
 
 * ``params``: ``kernel`` (and ``bias``);
-* ``feedback``: rule state, never touched by an optimizer: ``fixed`` (FA matrix, frSF
-  magnitudes), ``learned`` (Kolen-Pollack matrix), ``threshold`` (each output unit's firing
-  threshold ``theta``, subtracted from the output; 0 and never changed unless the layer's
-  rule is ``sparse``, whose homeostasis adapts it) and, for layers created with
-  ``dfa_classes``, ``direct`` (the DFA matrix, ``(classes, *output_shape)``); plus ``order``,
-  the layer's position in the order of application (an int32 that never changes);
+* ``feedback``: rule state, never touched by an optimizer: the state variables that the
+  registered rules declare (:func:`biojax.rules.state_variables`; built in: ``fixed``, the FA
+  matrix and frSF magnitudes; ``learned``, the Kolen-Pollack matrix; ``threshold``, the sparse
+  rule's firing thresholds; and, for layers created with ``dfa_classes``, ``direct``, the DFA
+  matrix ``(classes, *output_shape)``). Every layer holds every rule's state, so any
+  assignment runs without re-initialising. Plus ``order``, the layer's position in the order
+  of application (an int32 that never changes);
 * ``assignment``: ``rule``, an int32 scalar, supplied by :class:`biojax.nn.Assignment`.
 
 A hidden layer marks where its post-activation output is with :meth:`tap`; DFA injects the
@@ -36,8 +37,8 @@ from biojax.nn import _credit
 
 Array = jax.Array
 DFA_TAPS = "dfa_taps"
-# Collection where, in training, each layer sows its units' firing rates in the batch (read by
-# the homeostasis of the sparse rule in biojax.update_rule_state).
+# Collection where, in training, each layer sows the per-unit statistics that rules with an
+# `activity` hook record (under the rule's name), read by their after-step hooks.
 ACTIVITY = "rule_activity"
 
 
@@ -84,19 +85,7 @@ class _RuleAware(nn.Module):
   def _rule_forward(self, forward, x: Array, kernel: Array, bias: Array | None,
                     options: rules_lib.RuleOptions, dfa_classes: int | None) -> Array:
     self.variable("feedback", "order", lambda: jnp.int32(_next_layer_index(self.scope)))
-    state = {
-        "fixed": self.variable(
-            "feedback", "fixed",
-            lambda: rules_lib.random_feedback(self.make_rng("params"), kernel.shape,
-                                              kernel.dtype)).value,
-        "learned": self.variable(
-            "feedback", "learned",
-            lambda: rules_lib.random_feedback(self.make_rng("params"), kernel.shape,
-                                              kernel.dtype)).value,
-    }
-    threshold = self.variable(
-        "feedback", "threshold",
-        lambda: jnp.zeros((kernel.shape[-1],), kernel.dtype)).value
+    state = self._rule_state(forward, x, kernel, dfa_classes)
     if not self.has_variable("assignment", "rule"):
       y = forward(x, kernel)  # plain forward: true gradients
       rule = None
@@ -107,21 +96,38 @@ class _RuleAware(nn.Module):
             f"Layer {'/'.join(self.scope.path)} has a rule assignment but no 'feedback' PRNG "
             "stream: call apply(..., rngs={'feedback': key}) (biojax.learning_signal does).")
       b = _credit.feedback_matrix(rule, kernel, state, self.make_rng("feedback"), options)
-      y = _credit.credit(forward, options, x, kernel, b, rule, {"threshold": threshold})
+      local_state = {v.name: state[v.name] for r in options.compiled_rules()
+                     if r.credit == "local" for v in r.state}
+      y = _credit.credit(forward, options, x, kernel, b, rule, local_state)
     if bias is not None:
       if rule is not None:
         # A local rule's update comes from the layer alone: no error reaches the bias.
         bias = jnp.where(_credit.is_local(rule), jax.lax.stop_gradient(bias), bias)
       y = y + bias
-    y = y - threshold  # firing threshold (rule state): 0 unless a sparse rule adapted it
-    if rule is not None and options.allows("sparse"):
-      self.sow(ACTIVITY, "rate", rules_lib.firing_rate(jax.lax.stop_gradient(y)))
-    if dfa_classes is not None:
-      self.variable(
-          "feedback", "direct",
-          lambda: rules_lib.init_direct_feedback(self.make_rng("params"), dfa_classes,
-                                                 y.shape[1:], y.dtype))
+    for r in rules_lib.rules():
+      if r.adjust_output is not None:  # identity unless the rule's own state moved
+        y = r.adjust_output(y, state, options.of(r))
+    if rule is not None:
+      for r in options.compiled_rules():
+        if r.activity is not None:
+          self.sow(ACTIVITY, r.name, r.activity(jax.lax.stop_gradient(y)))
     return y
+
+  def _rule_state(self, forward, x: Array, kernel: Array, dfa_classes: int | None) -> dict:
+    """The layer's rule-state variables (collection ``feedback``), created at init in
+    registry order; random ones draw from the ``params`` stream."""
+    output = jax.eval_shape(forward, jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            jax.ShapeDtypeStruct(kernel.shape, kernel.dtype)).shape[1:]
+    shapes = rules_lib.LayerShapes(tuple(kernel.shape), tuple(output), kernel.dtype,
+                                   dfa_classes)
+    state = {}
+    for variable in rules_lib.state_variables():
+      if variable.needs_classes and dfa_classes is None:
+        continue
+      init = (lambda v=variable: v.init(self.make_rng("params"), shapes)) if variable.random \
+          else (lambda v=variable: v.init(None, shapes))
+      state[variable.name] = self.variable("feedback", variable.name, init).value
+    return state
 
   def tap(self, h: Array) -> Array:
     """Marks ``h``, this layer's post-activation output, as the DFA injection point.
@@ -132,7 +138,7 @@ class _RuleAware(nn.Module):
     """
     if not self.has_variable("assignment", "rule"):
       return h
-    if not self.has_variable("feedback", "direct"):
+    if self.dfa_classes is None:
       raise ValueError(
           f"Layer {'/'.join(self.scope.path)}: tap() needs the layer to be created with "
           "dfa_classes=<number of classes>.")

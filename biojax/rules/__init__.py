@@ -1,12 +1,13 @@
-"""Learning rules as small pure functions, registered once by name.
+"""Learning rules as small pure functions, each one :class:`Rule` record in an ordered registry.
 
 Feedback-path rules (``bp fa usf brsf frsf kp``) give the matrix ``B`` that carries error to
 the layer below; ``dfa`` sends the output error directly; ``softhebb`` and ``sparse`` are
-local. The step geometry ``eg`` (exponentiated gradient) combines with any of them. See
+local. The step geometry ``eg`` (exponentiated gradient) combines with any of them. A rule,
+stateful or not, is one module that builds a :class:`Rule` and calls :func:`register`. See
 docs/rules.md and docs/sparse_rule.md.
 """
 
-from biojax.rules import _builtin  # noqa: F401  (registers the built-in rules)
+from biojax.rules._builtin import BUILTIN_RULES
 from biojax.rules._dfa import direct_feedback, init_direct_feedback
 from biojax.rules._eg import (
     exponentiated_gradient,
@@ -22,15 +23,19 @@ from biojax.rules._feedback import (
     frsf_feedback,
     glorot_std,
     init_feedback_state,
-    kp_feedback,
-    kp_feedback_update,
     random_feedback,
     usf_feedback,
 )
+from biojax.rules._kp import KPOptions, kp_feedback, kp_feedback_update
 from biojax.rules._options import RuleOptions
 from biojax.rules._registry import (
+    CREDITS,
     GEOMETRIES,
+    LayerShapes,
+    NoOptions,
     Rule,
+    StateVariable,
+    exact_feedback,
     format_rule_spec,
     geometry_id,
     get_rule,
@@ -39,8 +44,11 @@ from biojax.rules._registry import (
     rule_id,
     rule_names,
     rules,
+    state_variables,
+    unregister,
 )
 from biojax.rules._softhebb import (
+    SoftHebbOptions,
     dense_forward,
     softhebb_delta,
     softhebb_postsynaptic,
@@ -48,6 +56,7 @@ from biojax.rules._softhebb import (
     softhebb_update,
 )
 from biojax.rules._sparse import (
+    SparseOptions,
     eliminate_weak_synapses,
     firing_rate,
     homeostatic_threshold,
@@ -57,12 +66,15 @@ from biojax.rules._sparse import (
 )
 
 __all__ = [
-    "GEOMETRIES", "Rule", "RuleOptions", "bp_feedback", "brsf_feedback", "dense_forward",
-    "direct_feedback", "eliminate_weak_synapses", "exponentiated_gradient", "exponentiated_update",
-    "fa_feedback", "fans", "firing_rate", "format_rule_spec", "frsf_feedback", "geometry_id",
-    "get_rule", "glorot_std", "homeostatic_threshold", "init_direct_feedback",
-    "init_feedback_state", "kp_feedback", "kp_feedback_update", "multiplicative",
-    "multiplicative_step", "parse_rule_spec", "random_feedback", "register", "rule_id",
-    "rule_names", "rules", "softhebb_delta", "softhebb_postsynaptic", "softhebb_rate",
-    "softhebb_update", "sparse_delta", "sparse_postsynaptic", "sparse_update", "usf_feedback",
+    "BUILTIN_RULES", "CREDITS", "GEOMETRIES", "KPOptions", "LayerShapes", "NoOptions", "Rule",
+    "RuleOptions", "SoftHebbOptions", "SparseOptions", "StateVariable", "bp_feedback",
+    "brsf_feedback", "dense_forward", "direct_feedback", "eliminate_weak_synapses",
+    "exact_feedback", "exponentiated_gradient", "exponentiated_update", "fa_feedback", "fans",
+    "firing_rate", "format_rule_spec", "frsf_feedback", "geometry_id", "get_rule",
+    "glorot_std", "homeostatic_threshold", "init_direct_feedback", "init_feedback_state",
+    "kp_feedback", "kp_feedback_update", "multiplicative", "multiplicative_step",
+    "parse_rule_spec", "random_feedback", "register", "rule_id", "rule_names", "rules",
+    "softhebb_delta", "softhebb_postsynaptic", "softhebb_rate", "softhebb_update",
+    "sparse_delta", "sparse_postsynaptic", "sparse_update", "state_variables", "unregister",
+    "usf_feedback",
 ]

@@ -18,6 +18,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from biojax.rules._registry import LayerShapes, Rule, StateVariable
+
 Array = jax.Array
 
 
@@ -33,3 +35,17 @@ def init_direct_feedback(key: Array, num_classes: int, hidden_shape: tuple[int, 
 def direct_feedback(output_error: Array, b: Array) -> Array:
   """``e B_l``: the output error (batch, classes) projected to the hidden shape."""
   return jnp.tensordot(output_error, b, axes=[[1], [0]])
+
+
+def _init_direct(key: Array, shapes: LayerShapes) -> Array:
+  return init_direct_feedback(key, shapes.num_classes, shapes.output, shapes.dtype)
+
+
+def _direct(output_error: Array, state: dict) -> Array:
+  return direct_feedback(output_error, state["direct"])
+
+
+DFA = Rule("dfa", "direct", "Nokland 2016",
+           "direct feedback alignment: output error through fixed random B_l",
+           direct=_direct,
+           state=(StateVariable("direct", _init_direct, needs_classes=True),))

@@ -9,7 +9,7 @@ and sends the error to the layer below through ``B`` instead of ``W``,
 
     delta_below := vjp_x f(., B)(delta)    (for a dense layer: delta B^T).
 
-The rules differ only in ``B`` (RESEARCH.md, "Feedback-path rules"). Each function below takes
+The rules differ only in ``B`` (docs/rules.md, "Feedback-path rules"). Each function below takes
 the layer's weight ``w``, its rule state (:func:`init_feedback_state`) and a PRNG key that is
 new every batch, and returns ``B`` with the shape of ``w``. All are pure and work on plain
 arrays, so they can be called from a notebook.
@@ -21,6 +21,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from biojax.rules._registry import LayerShapes, Rule, StateVariable, exact_feedback
 
 Array = jax.Array
 
@@ -55,7 +57,7 @@ def init_feedback_state(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -
     ``{"fixed": R, "learned": B0}``: ``R`` is the fixed random matrix of FA and the fixed
     magnitudes of frSF; ``B0`` is the initial Kolen-Pollack matrix, which learning moves
     towards ``W``. Both have the shape of the kernel. They live in the ``feedback`` variable
-    collection, never in ``params`` (DESIGN.md section 3).
+    collection, never in ``params`` (docs/design.md).
   """
   fixed_key, learned_key = jax.random.split(key)
   return {
@@ -66,8 +68,7 @@ def init_feedback_state(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -
 
 def bp_feedback(w: Array, state: dict, key: Array) -> Array:
   """Back-propagation (Rumelhart et al. 1986): ``B = W``."""
-  del state, key
-  return w
+  return exact_feedback(w, state, key)
 
 
 def fa_feedback(w: Array, state: dict, key: Array) -> Array:
@@ -106,25 +107,23 @@ def frsf_feedback(w: Array, state: dict, key: Array) -> Array:
   return jnp.abs(state["fixed"]) * jnp.sign(w)
 
 
-def kp_feedback(w: Array, state: dict, key: Array) -> Array:
-  """Kolen-Pollack (Kolen & Pollack 1994; Akrout et al. 2019, NeurIPS, arXiv:1904.05391).
-
-  ``B`` is learned: see :func:`kp_feedback_update`.
-  """
-  del w, key
-  return state["learned"]
+def _init_random(key: Array, shapes: LayerShapes) -> Array:
+  return random_feedback(key, shapes.kernel, shapes.dtype)
 
 
-def kp_feedback_update(b: Array, w_old: Array, w_new: Array, decay: float) -> Array:
-  """One Kolen-Pollack step for the feedback matrix.
+# The fixed random matrix of FA, whose magnitudes frSF uses too (one variable, shared).
+FIXED = StateVariable("fixed", _init_random)
 
-  Akrout et al. (2019) give ``W`` and ``B`` the same update plus the same weight decay:
-  ``dW = -eta x^T delta - lambda W`` and ``dB = -eta x^T delta - lambda B``, so that
-  ``B - W`` shrinks by ``(1 - lambda)`` every step. We write it for any optimizer:
-
-      B_new = B + (W_new - W_old) - lambda * (B - W_old),
-
-  which equals Akrout's rule when the optimizer's step is ``-eta x^T delta - lambda W``, and
-  in every case gives ``B_new - W_new = (1 - lambda) (B - W_old)``.
-  """
-  return b + (w_new - w_old) - decay * (b - w_old)
+BP = Rule("bp", "feedback", "Rumelhart, Hinton & Williams 1986", "back-propagation: B = W",
+          feedback=exact_feedback)
+FA = Rule("fa", "feedback", "Lillicrap et al. 2016", "feedback alignment: fixed random B",
+          feedback=fa_feedback, state=(FIXED,))
+USF = Rule("usf", "feedback", "Xiao et al. 2018",
+           "uniform sign-concordant: B = sign(W) sqrt(2/(fan_in+fan_out))",
+           feedback=usf_feedback)
+BRSF = Rule("brsf", "feedback", "Xiao et al. 2018",
+            "batchwise random-magnitude sign-concordant: B = |R_t| sign(W)",
+            feedback=brsf_feedback)
+FRSF = Rule("frsf", "feedback", "Xiao et al. 2018",
+            "fixed random-magnitude sign-concordant: B = |R| sign(W)",
+            feedback=frsf_feedback, state=(FIXED,))

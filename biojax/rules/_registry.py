@@ -1,70 +1,195 @@
-"""The registry of learning rules: one entry per rule, looked up by name or integer id.
+"""The rule record and the ordered registry of learning rules.
 
-The integer id of a rule is its position in :data:`RULES`. Assignments store these ids, and
-rule-aware layers dispatch on them with ``jax.lax.switch`` (DESIGN.md section 2), so the order
-here is part of the on-disk format of checkpoints and genomes: append new rules at the end.
+A learning rule is one :class:`Rule` record: where the layer's credit comes from, its
+equations, its hyper-parameters (a frozen dataclass of its own), the state it keeps in each
+layer and how that state starts, what it does after every optimizer step, and any structural
+change to the weights. Generic code (layers, the learning signal, the train step) only calls
+these hooks; it never names a rule. docs/rules.md walks through adding one.
+
+The integer id of a rule is its position in the registry. Assignments store these ids, and
+rule-aware layers dispatch on them with ``jax.lax.switch`` (docs/design.md), so the order is
+part of the on-disk format of checkpoints and genomes: new rules are appended, never inserted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+
+Array = jax.Array
+
+CREDITS = ("feedback", "direct", "local")
+
+
+def exact_feedback(w: Array, state: Mapping, key: Array) -> Array:
+  """``B = W``: the error goes to the layer below exactly as back-propagation sends it."""
+  del state, key
+  return w
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShapes:
+  """What a rule's state initialiser may know about the layer it lives in.
+
+  Attributes:
+    kernel: the kernel's shape (dense ``(in, out)``, convolution ``(*window, in/groups, out)``).
+    output: the shape of one example's pre-activation output (``(out,)``, ``(H, W, out)``).
+    dtype: the kernel's dtype.
+    num_classes: the network's number of classes where the layer was built to receive a
+      direct projection of the output error (``dfa_classes``), else None.
+  """
+
+  kernel: tuple[int, ...]
+  output: tuple[int, ...]
+  dtype: Any
+  num_classes: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateVariable:
+  """One array of rule state that every rule-aware layer holds in its ``feedback`` collection.
+
+  Rule state is never a parameter: no optimizer, weight decay or gradient touches it; only the
+  rule's own :attr:`Rule.after_step` changes it.
+
+  Attributes:
+    name: the variable's name in ``feedback/<layer>/`` (part of the checkpoint format). Two
+      rules may share a variable by declaring the same name with the same ``init``.
+    init: ``init(key, shapes: LayerShapes) -> array``; ``key`` is a fresh draw of the
+      model's ``params`` PRNG stream when ``random``, else None.
+    random: whether ``init`` draws random numbers.
+    needs_classes: created only on layers built with ``dfa_classes`` (the variable depends
+      on the number of classes).
+  """
+
+  name: str
+  init: Callable[[Array | None, LayerShapes], Array]
+  random: bool = True
+  needs_classes: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+  """A rule without hyper-parameters."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  """Static description of one learning rule.
+  """Everything generic code needs to know about one learning rule.
+
+  A layer ``u = forward(x, W)`` (dense product or convolution) with rule state ``state`` (a
+  dict of the :attr:`state` variables of every registered rule) learns as follows.
 
   Attributes:
     name: the registry name (``"fa"``).
-    credit: where the layer's error comes from: ``"feedback"`` (the error of the layer above
-      sent down through a matrix ``B``), ``"direct"`` (the output error sent straight to the
-      layer through a fixed matrix, DFA) or ``"local"`` (no error at all; the update is
-      computed from the layer's own input and output).
-    feedback: for ``"feedback"`` rules, ``feedback(w, state, key) -> B`` giving the matrix, of
-      the shape of ``w``, that carries the error to the layer below. ``state`` is the layer's
-      rule-state dict (:func:`biojax.rules.init_feedback_state`), ``key`` a PRNG key that is new
-      every batch.
+    credit: where the layer's error comes from: ``"feedback"`` (the error of the layer above,
+      sent down through a matrix ``B``), ``"direct"`` (the output error projected straight to
+      the layer, DFA) or ``"local"`` (no error; the update comes from the layer's own input
+      and output).
     citation: the paper that defines the rule.
     summary: one line for tables and error messages.
-    local_signal: for ``"local"`` rules, ``local_signal(u, state, options) -> s``: the
-      postsynaptic plasticity signal of each output unit, from the layer's pre-activation
-      ``u`` (the shape of ``u``) and its per-unit rule state ``state`` (``{"threshold":
-      theta}``, shape ``(out,)``).
-    local_update: for ``"local"`` rules, ``local_update(hebbian, w, u, s, options) -> update``:
-      the layer's pseudo-gradient (the optimizer subtracts it) from the pre x post term
-      ``hebbian = sum x s`` (``x^T s`` for a dense layer; computed by the layer with the
-      same transposed product that error-driven rules use for ``x^T delta``), the weight,
-      ``u`` and ``s``. Splitting a local rule this way keeps the expensive product outside
-      any branch (XLA on CPU runs convolutions inside a conditional far slower).
+    feedback: ``"feedback"`` rules: ``feedback(w, state, key) -> B``, of ``w``'s shape, the
+      matrix that carries the error to the layer below (``key``: a PRNG key new every batch).
+    direct: ``"direct"`` rules: ``direct(output_error, state) -> e_l``, the output error
+      (batch, classes) projected to the layer's post-activation shape; it replaces the error
+      arriving from above at the layer's tap (:meth:`biojax.nn.Dense.tap`).
+    local_signal: ``"local"`` rules: ``local_signal(u, state, options) -> s``, the
+      postsynaptic plasticity signal (the shape of ``u``).
+    local_update: ``"local"`` rules: ``local_update(hebbian, w, u, s, options) -> update``,
+      the pseudo-gradient (the optimizer subtracts it) from the pre x post term ``hebbian``
+      (``x^T s`` for a dense layer, computed by the layer with the transposed product that
+      error-driven rules use for ``x^T delta``: the expensive product stays outside any
+      branch, since XLA on CPU runs convolutions inside a conditional far slower).
+    options: the class of the rule's hyper-parameters, a frozen dataclass (config:
+      ``rule_options.<name>.<field>``); its default instance holds the defaults.
+    state: the rule-state variables the rule keeps in every layer.
+    adjust_output: ``adjust_output(y, state, options) -> y``, applied to the layer's output
+      (bias included) in EVERY forward pass, training and evaluation, whatever the layer's
+      rule (evaluation has no assignment to read). It must be the identity while the state is
+      at its initial value, which only this rule's :attr:`after_step` changes.
+    activity: ``activity(y) -> a``, a per-unit statistic of the layer's output that training
+      records (collection ``rule_activity``) for :attr:`after_step`.
+    after_step: ``after_step(state, w_old, w_new, activity, options) -> {name: value}``, the
+      new values of rule-state variables after an optimizer step, for the layers that use
+      the rule (``activity``: what :attr:`activity` recorded in this step, or None). Return
+      ``{}`` to change nothing.
+    structural: ``structural(w, options) -> w``, the kernel after a structural change
+      (elimination of synapses) following each optimizer step, for the layers that use the
+      rule. Return ``w`` itself (the same object) to change nothing.
   """
 
   name: str
   credit: str
-  feedback: Callable | None
   citation: str
   summary: str
+  feedback: Callable | None = None
+  direct: Callable | None = None
   local_signal: Callable | None = None
   local_update: Callable | None = None
+  options: type = NoOptions
+  state: tuple[StateVariable, ...] = ()
+  adjust_output: Callable | None = None
+  activity: Callable | None = None
+  after_step: Callable | None = None
+  structural: Callable | None = None
+
+  def __post_init__(self):
+    where = f"Rule {self.name!r}"
+    if self.credit not in CREDITS:
+      raise ValueError(f"{where}: credit must be one of {', '.join(CREDITS)}, got "
+                       f"{self.credit!r}.")
+    if (self.credit == "feedback") != (self.feedback is not None):
+      raise ValueError(f"{where}: feedback rules, and only they, give `feedback`.")
+    if (self.credit == "direct") != (self.direct is not None):
+      raise ValueError(f"{where}: direct rules, and only they, give `direct`.")
+    local = self.local_signal is not None, self.local_update is not None
+    if (self.credit == "local") != all(local) or any(local) != all(local):
+      raise ValueError(
+          f"{where}: local rules, and only they, give local_signal and local_update.")
+    if not (dataclasses.is_dataclass(self.options) and isinstance(self.options, type)
+            and self.options.__dataclass_params__.frozen):
+      raise ValueError(f"{where}: `options` must be a frozen dataclass class.")
+    object.__setattr__(self, "state", tuple(self.state))
 
 
 _RULES: list[Rule] = []
 
 
 def register(rule: Rule) -> Rule:
-  """Adds ``rule`` to the registry; its id is the next free integer."""
+  """Appends ``rule`` to the registry; its id is the next free integer.
+
+  Raises:
+    ValueError: the name is taken, or a state variable shares its name with another rule's
+      variable but not its initialiser.
+  """
+  if not isinstance(rule, Rule):
+    raise TypeError(f"register() takes a biojax.rules.Rule, got {type(rule).__name__}.")
   if any(r.name == rule.name for r in _RULES):
     raise ValueError(f"A rule named {rule.name!r} is already registered.")
-  if rule.credit not in ("feedback", "direct", "local"):
-    raise ValueError(f"Rule {rule.name!r}: credit must be feedback, direct or local.")
-  if (rule.credit == "feedback") != (rule.feedback is not None):
-    raise ValueError(f"Rule {rule.name!r}: feedback rules, and only they, give a feedback fn.")
-  if (rule.credit == "local") != (rule.local_update is not None) or \
-      (rule.local_update is None) != (rule.local_signal is None):
-    raise ValueError(
-        f"Rule {rule.name!r}: local rules, and only they, give local_signal and local_update.")
+  if "+" in rule.name or not rule.name:
+    raise ValueError(f"Rule name {rule.name!r} must be non-empty and contain no '+'.")
+  known = {v.name: v for r in _RULES for v in r.state}
+  for variable in rule.state:
+    if variable.name in ("order",):
+      raise ValueError(f"Rule {rule.name!r}: state variable name 'order' is reserved.")
+    if variable.name in known and known[variable.name] != variable:
+      raise ValueError(
+          f"Rule {rule.name!r}: state variable {variable.name!r} is already declared by "
+          "another rule with a different initialiser; share the same StateVariable or "
+          "choose another name.")
   _RULES.append(rule)
   return rule
+
+
+def unregister(name: str) -> None:
+  """Removes the LAST registered rule (ids of the others must not move); for tests and
+  notebooks that register a rule of their own."""
+  if not _RULES or _RULES[-1].name != name:
+    raise ValueError(f"Only the last registered rule can be removed; {name!r} is not it.")
+  _RULES.pop()
 
 
 def rules() -> tuple[Rule, ...]:
@@ -104,8 +229,17 @@ def get_rule(name_or_id: str | int) -> Rule:
   return _RULES[index]
 
 
-# The geometry of the step is independent of the rule (DESIGN.md section 1): any rule's update
-# can be applied additively or multiplicatively.
+def state_variables() -> tuple[StateVariable, ...]:
+  """The rule-state variables of every registered rule, each once, in registry order."""
+  seen: dict[str, StateVariable] = {}
+  for r in _RULES:
+    for variable in r.state:
+      seen.setdefault(variable.name, variable)
+  return tuple(seen.values())
+
+
+# The geometry of the step is independent of the rule: any rule's update can be applied
+# additively or multiplicatively (biojax.rules.multiplicative).
 GEOMETRIES: tuple[str, ...] = ("additive", "eg")
 
 

@@ -20,12 +20,30 @@ The rule needs no error: a layer that uses it sends no error to the layer below 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from biojax.rules._registry import Rule
+
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftHebbOptions:
+  """Hyper-parameters of SoftHebb (config: ``rule_options.softhebb.<field>``).
+
+  Attributes:
+    temperature: ``tau`` of the soft winner-take-all (Journe et al. 2023 use 1).
+    anti_hebbian: negate the plasticity signal of the losing neurons.
+    normalize: divide each update by its largest magnitude, as the authors' code does.
+  """
+
+  temperature: float = 1.0
+  anti_hebbian: bool = True
+  normalize: bool = True
 
 
 def softhebb_postsynaptic(u: Array, temperature: float = 1.0,
@@ -84,3 +102,17 @@ def softhebb_update(forward: Callable[[Array, Array], Array], x: Array, w: Array
 def dense_forward(x: Array, w: Array) -> Array:
   """``x @ w``, the forward of a dense layer, for use with the functions above."""
   return x @ w
+
+
+def _signal(u: Array, state: dict, options: SoftHebbOptions) -> Array:
+  del state
+  return softhebb_postsynaptic(u, options.temperature, options.anti_hebbian)
+
+
+def _update(hebbian: Array, w: Array, u: Array, y: Array, options: SoftHebbOptions) -> Array:
+  return softhebb_finish(softhebb_delta_from_hebbian(hebbian, w, u, y), w, options.normalize)
+
+
+SOFTHEBB = Rule("softhebb", "local", "Journe et al. 2023",
+                "soft winner-take-all Hebbian plasticity, no feedback",
+                local_signal=_signal, local_update=_update, options=SoftHebbOptions)

@@ -30,10 +30,39 @@ zero until elimination removes them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
+from biojax.rules._registry import LayerShapes, Rule, StateVariable
+
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseOptions:
+  """Hyper-parameters of the sparse rule (config: ``rule_options.sparse.<field>``).
+
+  Attributes:
+    competition: soft winner-take-all among the units of a layer (off: each unit learns when
+      it fires, ``y = 1[u > theta]``).
+    temperature: ``tau`` of that soft winner-take-all.
+    homeostasis: adapt each unit's firing threshold ``theta`` towards the target rate.
+    target_rate: ``rho``, the target fraction of inputs on which a unit fires.
+    homeostasis_rate: ``eta_theta``, the threshold's step per unit of rate error.
+    elimination: structural plasticity: a synapse weaker than ``elimination_threshold``
+      times its unit's strongest synapse becomes exactly 0.
+    elimination_threshold: ``epsilon`` of that criterion.
+  """
+
+  competition: bool = True
+  temperature: float = 0.1
+  homeostasis: bool = True
+  target_rate: float = 0.1
+  homeostasis_rate: float = 0.05
+  elimination: bool = True
+  elimination_threshold: float = 0.05
 
 
 def sparse_postsynaptic(u: Array, threshold: Array, temperature: float = 1.0,
@@ -100,3 +129,50 @@ def eliminate_weak_synapses(w: Array, threshold: float) -> Array:
   """
   strongest = jnp.max(jnp.abs(w), axis=tuple(range(w.ndim - 1)), keepdims=True)
   return jnp.where(jnp.abs(w) < threshold * strongest, jnp.zeros_like(w), w)
+
+
+# ----------------------------------------------------------------- the rule for the registry
+
+
+def _init_threshold(key: None, shapes: LayerShapes) -> Array:
+  del key
+  return jnp.zeros((shapes.kernel[-1],), shapes.dtype)
+
+
+def _signal(u: Array, state: dict | None, options: SparseOptions) -> Array:
+  threshold = state["threshold"] if state else 0.0  # no state given: the initial thresholds
+  return sparse_postsynaptic(u, threshold, options.temperature, options.competition)
+
+
+def _update(hebbian: Array, w: Array, u: Array, y: Array, options: SparseOptions) -> Array:
+  del options
+  return sparse_update(hebbian, w, u, y)
+
+
+def _subtract_threshold(y: Array, state: dict, options: SparseOptions) -> Array:
+  # The firing threshold is 0 (so this is the identity) unless homeostasis moved it.
+  del options
+  return y - state["threshold"]
+
+
+def _homeostasis(state: dict, w_old: Array, w_new: Array, rate: Array | None,
+                 options: SparseOptions) -> dict:
+  del w_old, w_new
+  if not options.homeostasis or rate is None:
+    return {}
+  return {"threshold": homeostatic_threshold(state["threshold"], rate, options.target_rate,
+                                             options.homeostasis_rate)}
+
+
+def _eliminate(w: Array, options: SparseOptions) -> Array:
+  if not options.elimination:
+    return w
+  return eliminate_weak_synapses(w, options.elimination_threshold)
+
+
+SPARSE = Rule("sparse", "local", "after Inoue, Rohrbein & Knoblauch 2026",
+              "competitive Hebbian plasticity with homeostatic thresholds and elimination",
+              local_signal=_signal, local_update=_update, options=SparseOptions,
+              state=(StateVariable("threshold", _init_threshold, random=False),),
+              adjust_output=_subtract_threshold, activity=firing_rate,
+              after_step=_homeostasis, structural=_eliminate)
