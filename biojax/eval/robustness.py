@@ -4,7 +4,8 @@ Why true gradients. A bio-inspired rule replaces the backward pass (feedback ali
 the error through a random matrix ``B``, DFA projects it, SoftHebb sends none). An attack
 that differentiates through that pseudo-gradient attacks the wrong function: its steps can
 be poor even though the network itself is not robust (gradient masking), which is what the
-public code of paper A did (../shared/RESEARCH.md). Here every white-box attack
+public code of Hamzaoui & Baghdadi (ECAI 2025, arXiv:2507.13485) did (docs/eval.md). Here
+every white-box attack
 differentiates the model's forward function itself. biojax layers run a plain, differentiable
 forward pass whenever the ``assignment`` collection is absent (biojax/nn/layers.py:
 ``_RuleAware._rule_forward`` then calls ``forward(x, kernel)`` without the custom VJP, and

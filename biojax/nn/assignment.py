@@ -3,7 +3,7 @@
 An :class:`Assignment` holds two flat dicts keyed by layer path (``"stage1/block0/conv1"``):
 ``rule`` (int32 rule ids, see :func:`biojax.rules.rule_names`) and ``geometry`` (0 additive,
 1 exponentiated gradient). It is a pytree, so it can be stacked along a leading population
-axis and passed through ``jax.vmap`` (DESIGN.md section 2).
+axis and passed through ``jax.vmap`` (docs/design.md).
 """
 
 from __future__ import annotations
