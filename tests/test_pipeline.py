@@ -1,4 +1,4 @@
-"""The experiment pipeline end to end (biojax.main, biojax.experiment, experiments/train.py).
+"""The experiment pipeline end to end (biojax.main, biojax.pipeline, experiments/train.py).
 
 One uninterrupted in-process run is the reference. Runs that need their own process (a
 SIGTERM, a SIGKILL, eight host devices) start together at the first test that asks for them
@@ -24,7 +24,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from biojax import data as data_lib
-from biojax import experiment
+from biojax import pipeline
+from biojax.checkpoint import CHECKPOINT_DIR, CORRUPT_CHECKPOINT_DIR, load_checkpoint
+from biojax.loop import NonFiniteLossError
+from biojax.metrics import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(REPO, "experiments", "train.py")
@@ -56,7 +59,7 @@ def parse_config(*overrides: str):
 
 
 def params_of(workdir: str, step: int | None = None) -> dict:
-  return experiment.load_checkpoint(workdir, step)["params"]
+  return load_checkpoint(workdir, step)["params"]
 
 
 def assert_trees_equal(actual, expected):
@@ -71,7 +74,7 @@ def without_timings(records):
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
-  directory = os.path.join(workdir, experiment.CHECKPOINT_DIR)
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
   return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
 
 
@@ -118,7 +121,7 @@ def launch(workdir: str, env: dict | None = None, signum: int | None = None,
 
 
 def logged_steps(workdir: str) -> list[int]:
-  return [r["step"] for r in experiment.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  return [r["step"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))
           if r["split"] == "train"]
 
 
@@ -126,7 +129,7 @@ def logged_steps(workdir: str) -> list[int]:
 def background(tmp_path_factory):
   """Starts the subprocess runs; they overlap the reference run."""
   root = tmp_path_factory.mktemp("background")
-  first = os.path.join(str(root / "sigterm"), experiment.CHECKPOINT_DIR, str(CHECKPOINT_EVERY))
+  first = os.path.join(str(root / "sigterm"), CHECKPOINT_DIR, str(CHECKPOINT_EVERY))
   runs = {
       # SIGTERM as soon as the first checkpoint is complete (orbax renames it into place).
       "sigterm": launch(str(root / "sigterm"), signum=signal.SIGTERM,
@@ -147,7 +150,7 @@ def background(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("reference"))
-  report = experiment.train_and_evaluate(parse_config(*OVERRIDES), workdir)
+  report = pipeline.train_and_evaluate(parse_config(*OVERRIDES), workdir)
   return workdir, report
 
 
@@ -173,7 +176,7 @@ def test_report_and_outputs(background, reference):
   assert report["config"]["rule"] == "('brsf','kp','bp')"
   assert report["config"]["model_kwargs"]["mlp"]["hidden"] == [64, 32]
 
-  records = experiment.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   train = [r for r in records if r["split"] == "train"]
   validation = [r for r in records if r["split"] == "validation"]
   test = [r for r in records if r["split"] == "test"]
@@ -202,12 +205,12 @@ def test_sigterm_saves_and_a_rerun_ends_exactly_as_uninterrupted(background, ref
   interrupted_at = checkpoint_steps(run.workdir)[-1]
   assert CHECKPOINT_EVERY <= interrupted_at < NUM_STEPS
 
-  report = experiment.train_and_evaluate(parse_config(*OVERRIDES), run.workdir)
+  report = pipeline.train_and_evaluate(parse_config(*OVERRIDES), run.workdir)
   assert report["resumed_from_step"] == interrupted_at
   workdir, expected = reference
   assert_trees_equal(params_of(run.workdir), params_of(workdir))
   assert report["test_accuracy"] == expected["test_accuracy"]
-  read = lambda w: without_timings(experiment.read_metrics(os.path.join(w, "metrics.jsonl")))
+  read = lambda w: without_timings(read_metrics(os.path.join(w, "metrics.jsonl")))
   assert read(run.workdir) == read(workdir)
 
 
@@ -219,13 +222,13 @@ def test_sigkill_between_checkpoints_then_rerun_ends_exactly_as_uninterrupted(ba
   last_checkpoint = checkpoint_steps(run.workdir)[-1]
   assert max(logged_steps(run.workdir)) > last_checkpoint  # work after it was lost
 
-  report = experiment.train_and_evaluate(parse_config(*OVERRIDES), run.workdir)
+  report = pipeline.train_and_evaluate(parse_config(*OVERRIDES), run.workdir)
   assert report["resumed_from_step"] == last_checkpoint
   workdir, expected = reference
-  assert_trees_equal(experiment.load_checkpoint(run.workdir),
-                     experiment.load_checkpoint(workdir))  # params, optimizer and rule state
+  assert_trees_equal(load_checkpoint(run.workdir),
+                     load_checkpoint(workdir))  # params, optimizer and rule state
   assert report["test_accuracy"] == expected["test_accuracy"]
-  read = lambda w: without_timings(experiment.read_metrics(os.path.join(w, "metrics.jsonl")))
+  read = lambda w: without_timings(read_metrics(os.path.join(w, "metrics.jsonl")))
   assert read(run.workdir) == read(workdir)
 
 
@@ -246,7 +249,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(reference, tmp_path
   workdir, expected = reference
   copy = str(tmp_path / "run")
   shutil.copytree(workdir, copy)
-  latest = os.path.join(copy, experiment.CHECKPOINT_DIR, str(NUM_STEPS), "state")
+  latest = os.path.join(copy, CHECKPOINT_DIR, str(NUM_STEPS), "state")
   for folder, _, files in os.walk(latest):
     for name in files:
       path = os.path.join(folder, name)
@@ -254,13 +257,13 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(reference, tmp_path
         f.write(b"\x00garbage" * (os.path.getsize(path) // 8 + 1))
   os.remove(os.path.join(copy, "report.json"))
 
-  report = experiment.train_and_evaluate(parse_config(*OVERRIDES), copy)
+  report = pipeline.train_and_evaluate(parse_config(*OVERRIDES), copy)
   assert any("unreadable" in r.getMessage() and str(NUM_STEPS) in r.getMessage()
              for r in caplog.records if r.levelname == "WARNING")
   assert report["resumed_from_step"] == NUM_STEPS - CHECKPOINT_EVERY
   assert_trees_equal(params_of(copy), params_of(workdir))
   assert report["test_accuracy"] == expected["test_accuracy"]
-  assert os.listdir(os.path.join(copy, experiment.CORRUPT_CHECKPOINT_DIR))
+  assert os.listdir(os.path.join(copy, CORRUPT_CHECKPOINT_DIR))
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -268,8 +271,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
                         "--config.schedule=constant", "--config.checkpoint_every=5",
                         "--config.log_every=5")
   workdir = str(tmp_path)
-  with pytest.raises(experiment.NonFiniteLossError) as error:
-    experiment.train_and_evaluate(config, workdir)
+  with pytest.raises(NonFiniteLossError) as error:
+    pipeline.train_and_evaluate(config, workdir)
   message = str(error.value)
   steps = checkpoint_steps(workdir)
   assert steps, "no checkpoint was saved before the loss diverged"
@@ -277,7 +280,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
   assert f"last good checkpoint (step {steps[-1]})" in message
   assert steps[-1] < bad_step <= steps[-1] + 5
   assert "learning_rate" in message
-  state = experiment.load_checkpoint(workdir)
+  state = load_checkpoint(workdir)
   assert int(state["step"]) == steps[-1]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
 
@@ -297,7 +300,7 @@ def test_a_typo_in_a_config_file_names_the_key(tmp_path):
   config.unlock()
   config.lerning_rate = 0.1
   with pytest.raises(ValueError, match="'lerning_rate' \\(did you mean 'learning_rate'\\?\\)"):
-    experiment.train_and_evaluate(config, str(tmp_path))
+    pipeline.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # nothing was started
 
 
@@ -305,24 +308,6 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
   config = parse_config(f"--config.fashion_mnist_dir={tmp_path}",
                         f"--config.data_dir={tmp_path}")
   with pytest.raises(data_lib.DatasetNotFoundError) as error:
-    experiment.train_and_evaluate(config, str(tmp_path / "run"))
+    pipeline.train_and_evaluate(config, str(tmp_path / "run"))
   assert "apt-get install dataset-fashion-mnist" in str(error.value)
   assert "download_and_prepare" in str(error.value)
-
-
-@pytest.mark.parametrize("rule, expected", [
-    ("fa", "fa"),
-    ("usf+eg", "usf+eg"),
-    ("('fa','bp','bp')", ["fa", "bp", "bp"]),
-    ("['dfa', 'kp']", ["dfa", "kp"]),
-    ("fa, bp ,bp", ["fa", "bp", "bp"]),
-    (("fa", "bp"), ["fa", "bp"]),
-    ("{'classifier': 'bp', 'dense_0': 'fa'}", {"classifier": "bp", "dense_0": "fa"}),
-])
-def test_parse_rule(rule, expected):
-  assert experiment.parse_rule(rule) == expected
-
-
-def test_to_json_turns_nan_into_null():
-  value = {"a": float("nan"), "b": np.float32(np.inf), "c": (1, np.int64(2)), "d": 0.5}
-  assert json.dumps(experiment.to_json(value)) == '{"a": null, "b": null, "c": [1, 2], "d": 0.5}'

@@ -2,10 +2,11 @@
 
 Protocol (docs/eval.md): for each ``k`` and each seed, draw ``k`` training examples of every
 class without replacement from the data set's training split (after its validation carve),
-train a fresh network on them with the caller's config (any rule assignment: the training
-step is :func:`biojax.make_train_step`, the same code as the main pipeline), and measure the
-accuracy on the whole test split. The seed fixes the subset, the initialisation, the batch
-order and every per-step key, so a run is reproducible.
+train a fresh network on them with the caller's config (any rule assignment: the model,
+optimizer and loop are :mod:`biojax.builders`' and :func:`biojax.loop.fit`, the same code as
+the main pipeline), and measure the accuracy on the whole test split. The seed fixes the
+subset, the initialisation, the batch order and every per-step key, so a run is
+reproducible.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from biojax import experiment
+from biojax import builders
+from biojax import loop as loop_lib
 from biojax import train as train_lib
 from biojax.data import ArrayDataset
 from biojax.nn.assignment import make_assignment, validate_assignment
@@ -92,10 +94,10 @@ def few_shot(config: ml_collections.ConfigDict, dataset: ArrayDataset,
     ``{k: {"mean", "std", "accuracies", "seeds", "num_train", "num_steps"}}``: test accuracy
     mean and sample standard deviation (ddof=1; 0 for one seed) over the seeds.
   """
-  experiment.check_config(config)
+  builders.check_config(config)
   seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-  model = experiment.build_model(config, dataset.num_classes)
-  spec = experiment.parse_rule(config.rule)
+  model = builders.build_model(config, dataset.num_classes)
+  spec = builders.parse_rule(config.rule)
   sample = jnp.zeros((1, *dataset.image_shape), jnp.float32)
   eval_step = jax.jit(train_lib.make_eval_step(model))
   test_batches = [jax.tree.map(jnp.asarray, b)
@@ -105,11 +107,7 @@ def few_shot(config: ml_collections.ConfigDict, dataset: ArrayDataset,
   def programs_for(steps: int):
     """(init, train_step) for a schedule of ``steps`` steps (one compilation per length)."""
     if steps not in programs:
-      schedule = train_lib.make_schedule(float(config.learning_rate), config.schedule, steps,
-                                         int(config.warmup_steps))
-      tx = train_lib.make_optimizer(config.optimizer, schedule, momentum=config.momentum,
-                                    weight_decay=config.weight_decay,
-                                    clip_norm=config.clip_norm)
+      tx, _ = builders.build_optimizer(config, total_steps=steps)
       programs[steps] = (tx, jax.jit(train_lib.make_train_step(model, tx)))
     return programs[steps]
 
@@ -135,12 +133,11 @@ def few_shot(config: ml_collections.ConfigDict, dataset: ArrayDataset,
       state = init_state(jax.random.fold_in(root, 0), tx)
       train_key = jax.random.fold_in(root, 1)
       batches = subset.train_batches(min(int(config.batch_size), subset.num_train), seed)
-      for step in range(steps):
-        state, _ = train_step(state, next(batches), jax.random.fold_in(train_key, step))
-      totals = [eval_step(state, b) for b in test_batches]
-      correct = sum(float(t["correct"]) for t in totals)
-      count = sum(float(t["count"]) for t in totals)
-      accuracies.append(correct / count)
+      # check_finite=False: a diverging run scores what its parameters score (as before).
+      state = loop_lib.fit(train_step, state, batches, train_key, steps,
+                           log_every=config.log_every, check_finite=False,
+                           name=f"few-shot k={k} seed={seed} step").state
+      accuracies.append(loop_lib.evaluate(eval_step, state, test_batches)["accuracy"])
     results[k] = {
         "mean": float(np.mean(accuracies)),
         "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,

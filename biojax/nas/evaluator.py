@@ -43,7 +43,7 @@ from jax.sharding import PartitionSpec as P
 
 from biojax import train as train_lib
 from biojax.nas.candidate import as_candidate
-from biojax.nas.nb201 import NB201Space
+from biojax.nas.space import SearchSpace
 
 Array = jax.Array
 
@@ -66,6 +66,22 @@ def default_strategy(backend: str | None = None) -> str:
   docs/performance.md), ``"vmap"`` on accelerators."""
   backend = backend or jax.default_backend()
   return "sequential" if backend == "cpu" else "vmap"
+
+
+# The entries of a proxy config (``config.proxy``) that are PopulationEvaluator settings.
+PROXY_SETTINGS = ("steps", "batch_size", "optimizer", "learning_rate", "momentum",
+                  "weight_decay", "clip_norm", "schedule", "warmup_steps", "strategy",
+                  "chunk_size", "compiler_options")
+
+
+def proxy_settings(proxy: Mapping[str, Any]) -> dict[str, Any]:
+  """The :class:`PopulationEvaluator` settings of a proxy config (``config.proxy``): its
+  :data:`PROXY_SETTINGS`, with ``strategy`` None resolved by :func:`default_strategy` and
+  ``compiler_options`` (a mapping, or ``(name, value)`` pairs) as sorted pairs."""
+  settings = {name: proxy[name] for name in PROXY_SETTINGS}
+  settings["strategy"] = settings["strategy"] or default_strategy()
+  settings["compiler_options"] = tuple(sorted(dict(settings["compiler_options"]).items()))
+  return settings
 
 
 def population_mesh(devices: Iterable[jax.Device] | None = None) -> Mesh:
@@ -99,7 +115,8 @@ class PopulationEvaluator:
   """Static settings of the population evaluator; :meth:`evaluate` is the program.
 
   Attributes:
-    space: the search space (genome layout, genome -> assignment and architecture).
+    space: the search space (:class:`biojax.nas.space.SearchSpace`: genome layout, genome ->
+      assignment and architecture).
     model: the network, e.g. :class:`biojax.nas.NB201Network`; its ``options`` must compile
       every rule of ``space`` (``RuleOptions(rules=space.rule_names)``).
     steps: proxy budget in training steps; ``train_batches`` must hold exactly this many.
@@ -118,7 +135,7 @@ class PopulationEvaluator:
       compiles faster on CPU and runs slower (the tests use it).
   """
 
-  space: NB201Space
+  space: SearchSpace
   model: nn.Module
   steps: int
   batch_size: int

@@ -1,14 +1,15 @@
-"""The search loop: evolution over NAS-Bench-201 or DARTS genomes, checkpointed every generation.
+"""The search loop: evolution over the genomes of any registered space, checkpointed every
+generation.
 
 ``search(config, workdir)`` (run by ``python -m biojax.main`` for a config with
 ``task = "search"``, e.g. experiments/quickstart.py):
 
-1. builds the data, the space of ``config.space.name`` (``"nb201"``:
-   :class:`biojax.nas.NB201Space`, :class:`biojax.nas.NB201Network` and one
-   :class:`biojax.nas.PopulationEvaluator`, one compiled program for the whole search;
-   ``"darts"``: :class:`biojax.nas.darts.DartsSpace`, :class:`~biojax.nas.darts.DartsNetwork`
-   and a :class:`~biojax.nas.darts.DartsEvaluator`, programs compiled once per distinct
-   architecture);
+1. builds the data and the space registered as ``config.space.name``
+   (:func:`biojax.nas.space.get_space`), then through the space's own protocol methods
+   (:class:`biojax.nas.space.SearchSpace`) its network and its evaluator: for ``"nb201"``
+   one :class:`biojax.nas.PopulationEvaluator`, one compiled program for the whole search;
+   for ``"darts"`` a :class:`~biojax.nas.darts.DartsEvaluator`, programs compiled once per
+   distinct architecture;
 2. stacks the proxy training batches and the validation batches once: every candidate of
    every generation trains on the same batches from the same initial state (common random
    numbers, DESIGN.md section 5), so fitness is a deterministic function of the genome;
@@ -19,9 +20,9 @@
    ``fold_in(key(seed), g)``, so a search killed at any point and started again on the same
    workdir ends exactly as an uninterrupted one (lines written after the last checkpoint are
    dropped and recomputed);
-4. evaluates the baselines in the same harness, budget and compiled program: the best
-   architecture with one rule everywhere (each rule of the space), and with random rule
-   assignments (the control of source paper A);
+4. evaluates the baselines (:func:`run_baselines`) in the same harness, budget and compiled
+   program: the best architecture with one rule everywhere (each rule of the space), and
+   with random rule assignments (the control of source paper A);
 5. retrains the best genome with the full budget and evaluates it once on the test split;
 6. writes ``report.json`` and the plots ``fitness.png``, ``rule_frequency.png`` and
    ``accuracy_vs_params.png``.
@@ -40,21 +41,26 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
+from biojax import builders
 from biojax import data as data_lib
-from biojax import experiment
+from biojax import loop as loop_lib
 from biojax import rules as rules_lib
 from biojax import train as train_lib
+from biojax.checkpoint import Checkpointer
 from biojax.compilation import CompileCounter
-from biojax.nas import darts, nb201
+from biojax.metrics import append_jsonl, read_jsonl, rewrite_jsonl, to_json
 from biojax.nas import evaluator as evaluator_lib
+from biojax.nas import space as space_lib
 from biojax.nas.candidate import as_candidate
 from biojax.nas.evolution import EvolutionState, RandomSearch, RegularizedEvolution
+from biojax.preemption import Preemption, format_eta
 
 HISTORY_FILE = "history.jsonl"
 CANDIDATES_FILE = "candidates.jsonl"
@@ -65,9 +71,8 @@ FITNESS_PLOT = "fitness.png"
 RULE_FREQUENCY_PLOT = "rule_frequency.png"
 ACCURACY_PARAMS_PLOT = "accuracy_vs_params.png"
 ALGORITHMS = ("evolution", "random")
-SPACES = ("nb201", "darts")
-Space = nb201.NB201Space | darts.DartsSpace
-Network = nb201.NB201Network | darts.DartsNetwork
+Space = space_lib.SearchSpace
+Network = nn.Module
 
 # Streams of the search's PRNG keys, all derived from key(config.seed).
 _INIT_STREAM, _ASK_STREAM, _BASELINE_STREAM, _RETRAIN_STREAM = range(4)
@@ -81,42 +86,33 @@ class SearchFailedError(RuntimeError):
 
 
 def build_space(config: ml_collections.ConfigDict) -> Space:
-  """The search space of ``config.space`` (``name``: ``"nb201"`` or ``"darts"``; ``rules``,
-  ``macro_rules``)."""
-  if config.space.name not in SPACES:
-    raise ValueError(f"Unknown search space {config.space.name!r}. Valid spaces: "
-                     f"{', '.join(SPACES)}.")
-  macro = config.space.macro_rules
-  cls = nb201.NB201Space if config.space.name == "nb201" else darts.DartsSpace
-  return cls(rules=tuple(config.space.rules), macro_rules=None if macro is None else tuple(macro))
+  """The space registered as ``config.space.name`` (:func:`biojax.nas.space.space_names`),
+  built from ``config.space`` (``rules``, ``macro_rules``, ...)."""
+  return space_lib.get_space(config.space.name, config.space)
 
 
 def build_network(config: ml_collections.ConfigDict, space: Space, num_classes: int,
                   C: int | None = None, N: int | None = None, *, layers: int | None = None,
                   genome: np.ndarray | None = None) -> Network:
-  """The network of ``config.space``, compiling exactly the space's rules
-  (``RuleOptions(rules=space.rule_names)`` plus ``config.rule_options``).
+  """The network of ``config.space`` (``space.build_network``), compiling exactly the
+  space's rules (``RuleOptions(rules=space.rule_names)`` plus ``config.rule_options``).
 
-  NAS-Bench-201: ``NB201Network(C, N)`` (``config.space.C``, ``.N`` unless given).
-  DARTS: ``DartsNetwork(genotype, C, layers, variant)`` (``config.space.C``, ``.layers``,
-  ``.variant`` unless given), whose genotype is ``genome``'s architecture (default DARTS-V2:
-  the :class:`~biojax.nas.darts.DartsEvaluator` replaces it per architecture).
-  ``config.space.dfa`` (None: when a gene can choose DFA) creates the DFA matrices.
+  ``C``, ``N`` and ``layers``, when given, replace the ``config.space`` entries of those
+  names (the retrain's wider or deeper network: NAS-Bench-201 reads ``C`` and ``N``, DARTS
+  ``C``, ``layers`` and ``variant``). ``genome`` chooses the architecture where the space
+  compiles it in (DARTS; None: the space's default, which its evaluator replaces per
+  architecture). ``config.space.dfa`` (None or absent: when a gene can choose a
+  direct-feedback rule) creates the DFA matrices.
   """
-  options = dict(config.rule_options)
-  options["rules"] = space.rule_names
-  dfa = config.space.dfa
-  if dfa is None:  # DFA matrices only when a gene can choose DFA
-    dfa = "dfa" in space.rule_names
-  options = rules_lib.RuleOptions(**options)
-  if isinstance(space, darts.DartsSpace):
-    genotype = (darts.NAMED_GENOTYPES["darts_v2"] if genome is None
-                else space.genotype(genome))
-    return darts.DartsNetwork(genotype=genotype, C=C or config.space.C,
-                              layers=layers or config.space.layers, num_classes=num_classes,
-                              variant=config.space.variant, dfa=bool(dfa), options=options)
-  return nb201.NB201Network(C=C or config.space.C, N=N or config.space.N,
-                            num_classes=num_classes, dfa=bool(dfa), options=options)
+  options = {**config.rule_options.to_dict(), "rules": space.rule_names}
+  dfa = config.space.get("dfa")
+  if dfa is None:  # DFA matrices only when a gene can choose a direct-feedback rule
+    dfa = any(rules_lib.get_rule(name).credit == "direct" for name in space.rule_names)
+  options = rules_lib.RuleOptions.from_dict(options)
+  settings = config.space.to_dict()
+  settings.update({name: value for name, value in (("C", C), ("N", N), ("layers", layers))
+                   if value})
+  return space.build_network(settings, num_classes, options, bool(dfa), genome=genome)
 
 
 def build_strategy(config: ml_collections.ConfigDict, space: Space):
@@ -135,69 +131,54 @@ def build_strategy(config: ml_collections.ConfigDict, space: Space):
 
 
 def build_evaluator(config: ml_collections.ConfigDict, space: Space, model: Network
-                    ) -> evaluator_lib.PopulationEvaluator | darts.DartsEvaluator:
-  """The population evaluator of ``config.proxy``, sharded over every device when there
-  are several. Cached on the settings, so searches with equal settings in one process
-  (a resumed search, the tests) share their compiled programs.
+                    ) -> space_lib.Evaluator:
+  """The space's population evaluator (``space.evaluator``) for ``config.proxy``, sharded
+  over every device when there are several. Cached on the space, the model and the proxy
+  settings, so searches with equal settings in one process (a resumed search, the tests)
+  share their compiled programs.
 
   NAS-Bench-201: one :class:`biojax.nas.PopulationEvaluator` (one program). DARTS: a
-  :class:`biojax.nas.darts.DartsEvaluator` (one program per distinct architecture) with
-  ``config.proxy.group_size`` (None: 1 under the ``"sequential"`` strategy, whose programs
-  do not depend on the number of candidates, so no padded copies are trained; else padding
-  to powers of two) and ``config.proxy.cache_size`` (architectures kept compiled).
+  :class:`biojax.nas.darts.DartsEvaluator` (one program per distinct architecture;
+  ``config.proxy.group_size`` and ``.cache_size``, see
+  :meth:`biojax.nas.darts.DartsSpace.evaluator`).
   """
-  p = config.proxy
-  strategy = p.strategy or evaluator_lib.default_strategy()
-  settings = dict(steps=p.steps, batch_size=p.batch_size, optimizer=p.optimizer,
-                  learning_rate=p.learning_rate, momentum=p.momentum,
-                  weight_decay=p.weight_decay, clip_norm=p.clip_norm, schedule=p.schedule,
-                  warmup_steps=p.warmup_steps, strategy=strategy, chunk_size=p.chunk_size,
-                  compiler_options=tuple(sorted(dict(p.compiler_options).items())))
-  if isinstance(space, darts.DartsSpace):
-    group_size = p.get("group_size")
-    if group_size is None and strategy == "sequential":
-      group_size = 1
-    return _cached_darts_evaluator(space, model, jax.device_count(), group_size,
-                                   p.get("cache_size", 128), **settings)
-  return _cached_evaluator(space, model, jax.device_count(), **settings)
+  return _cached_evaluator(space, model, jax.device_count(), _hashable(config.proxy))
+
+
+def _hashable(section: ml_collections.ConfigDict) -> tuple:
+  """A config section as sorted ``(name, value)`` pairs, nested mappings (such as
+  ``compiler_options``) and lists as tuples: a cache key that ``dict()`` turns back into
+  the section."""
+  def freeze(value):
+    if isinstance(value, Mapping):
+      return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    return tuple(freeze(v) for v in value) if isinstance(value, list | tuple) else value
+  return freeze(section.to_dict())
 
 
 @functools.cache
-def _cached_evaluator(space, model, device_count, **settings):
+def _cached_evaluator(space, model, device_count, proxy):
   mesh = evaluator_lib.population_mesh() if device_count > 1 else None
-  return evaluator_lib.PopulationEvaluator(space, model, mesh=mesh, **settings)
-
-
-@functools.cache
-def _cached_darts_evaluator(space, model, device_count, group_size, cache_size, **settings):
-  if device_count > 1:
-    settings["mesh"] = evaluator_lib.population_mesh()
-  steps, batch_size = settings.pop("steps"), settings.pop("batch_size")
-  return darts.DartsEvaluator(space, model, steps=steps, batch_size=batch_size,
-                              group_size=group_size, cache_size=cache_size, settings=settings)
+  return space.evaluator(model, dict(proxy), mesh)
 
 
 def parameter_counter(space: Space, model: Network, sample: np.ndarray, key: jax.Array
                       ) -> Callable[[np.ndarray], int]:
-  """``genome -> parameters of its architecture`` (nothing compiled: ``jax.eval_shape``).
+  """``genome -> parameters of its architecture`` (``space.parameter_count``; nothing
+  compiled: ``jax.eval_shape`` of ``space.network_for(model, genome)``, once per
+  ``space.program_key``: once for NAS-Bench-201, whose network holds every operation, and
+  once per architecture for DARTS)."""
+  shapes = {}
 
-  NAS-Bench-201: one shape evaluation of ``model`` (which holds every operation) and the
-  chosen operations' share of it. DARTS: a shape evaluation of each architecture's
-  network, cached per architecture.
-  """
-  def shapes(network):
-    return jax.eval_shape(lambda k: network.init(k, sample, train=False), key)["params"]
+  def count(genome) -> int:
+    program = space.program_key(genome)
+    if program not in shapes:
+      network = space.network_for(model, genome)
+      shapes[program] = jax.eval_shape(lambda k: network.init(k, sample, train=False),
+                                       key)["params"]
+    return space.parameter_count(shapes[program], genome)
 
-  if isinstance(space, darts.DartsSpace):
-    @functools.cache
-    def count_architecture(arch: tuple[int, ...]) -> int:
-      genome = np.zeros(space.num_genes, np.int32)
-      genome[space.architecture_genes] = arch
-      return darts.parameter_count(shapes(model.clone(genotype=space.genotype(genome))))
-
-    return lambda genome: count_architecture(space.architecture_key(genome))
-  abstract_params = shapes(model)
-  return lambda genome: space.parameter_count(abstract_params, genome)
+  return count
 
 
 def transform_images(images: np.ndarray, crop: int | None, pool: int) -> np.ndarray:
@@ -271,20 +252,6 @@ def _finite_stats(values: np.ndarray) -> tuple[float | None, float | None]:
   return float(finite.max()), float(np.median(finite))
 
 
-def _read_jsonl(path: str) -> list[dict]:
-  return experiment.read_metrics(path)
-
-
-def _rewrite_jsonl(path: str, records: list[dict]) -> None:
-  with open(path, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in records)
-
-
-def _append_jsonl(path: str, records: list[dict]) -> None:
-  with open(path, "a") as f:
-    f.writelines(json.dumps(experiment.to_json(r)) + "\n" for r in records)
-
-
 # --------------------------------------------------------------------------------- plots
 
 
@@ -354,15 +321,14 @@ def plot_search(history: list[dict], candidates: list[dict], space: Space,
 def retrain(config: ml_collections.ConfigDict, space: Space, model: Network,
             genome: np.ndarray, dataset: data_lib.Dataset, key: jax.Array) -> dict:
   """Trains ``genome`` from scratch for ``config.retrain.steps`` on the training split and
-  evaluates it once on the test split. Returns test accuracy and loss, and seconds.
+  evaluates it once on the test split. Returns test accuracy and loss, the step whose loss
+  was not finite (``failed_step``; None when training went well) and seconds.
   ``model`` is the network of ``genome``'s architecture (DARTS: built with ``genome=``);
   ``config.retrain.compiler_options`` (optional) are passed to the compiled steps."""
   r, transform = config.retrain, _transform(config)
   options = dict(r.get("compiler_options") or {}) or None
   start = time.time()
-  schedule = train_lib.make_schedule(r.learning_rate, r.schedule, r.steps, r.warmup_steps)
-  tx = train_lib.make_optimizer(r.optimizer, schedule, r.momentum, r.weight_decay,
-                                r.clip_norm)
+  tx, _ = builders.build_optimizer(r)
   init_key, train_key = jax.random.split(key)
   first = transform(next(dataset.train_batches(r.batch_size, config.seed + 1)))
   variables = jax.jit(lambda k: model.init(k, first["image"][:1], train=False),
@@ -372,24 +338,18 @@ def retrain(config: ml_collections.ConfigDict, space: Space, model: Network,
   state = as_candidate(state, space.architecture(jnp.asarray(genome)))
   train_step = jax.jit(train_lib.make_train_step(model, tx), compiler_options=options)
   eval_step = jax.jit(train_lib.make_eval_step(model), compiler_options=options)
-  losses = []
   batches = map(transform, dataset.train_batches(r.batch_size, config.seed + 1))
-  for step in range(r.steps):
-    state, metrics = train_step(state, next(batches), jax.random.fold_in(train_key, step))
-    if (step + 1) % config.log_every == 0 or step + 1 == r.steps:
-      loss = float(metrics["loss"])
-      losses.append(loss)
-      logging.info("retrain step %d/%d  loss %.4f", step + 1, r.steps, loss)
-      if not np.isfinite(loss):
-        return {"test_accuracy": None, "test_loss": None, "failed_step": step + 1,
-                "seconds": time.time() - start}
-  totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-  for batch in map(transform, dataset.eval_batches("test", r.eval_batch_size)):
-    for name, value in jax.device_get(eval_step(state, batch)).items():
-      totals[name] += float(value)
-  count = max(totals["count"], 1.0)
-  return {"test_accuracy": totals["correct"] / count, "test_loss": totals["loss_sum"] / count,
-          "failed_step": None, "seconds": time.time() - start}
+  try:
+    state = loop_lib.fit(train_step, state, batches, train_key, r.steps,
+                         log_every=config.log_every, name="retrain step").state
+  except loop_lib.NonFiniteLossError as error:
+    logging.warning("The retrain diverged: %s", error)
+    return {"test_accuracy": None, "test_loss": None, "failed_step": error.step,
+            "seconds": time.time() - start}
+  test = loop_lib.evaluate(eval_step, state,
+                           map(transform, dataset.eval_batches("test", r.eval_batch_size)))
+  return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "failed_step": None,
+          "seconds": time.time() - start}
 
 
 # --------------------------------------------------------------------------------- search
@@ -429,6 +389,49 @@ def baseline_genomes(space: Space, best: np.ndarray, num_random: int,
       (0, space.num_genes), np.int32)
   random[:, space.architecture_genes] = best[space.architecture_genes]
   return single, random.astype(np.int32)
+
+
+def run_baselines(config: ml_collections.ConfigDict, space: Space, evaluator, best: np.ndarray,
+                  train: Mapping, validation: Mapping, eval_key: jax.Array, key: jax.Array,
+                  size: int) -> dict[str, Any]:
+  """Evaluates the baselines of ``best`` (:func:`baseline_genomes`, random rules drawn from
+  ``key``) in the search's harness: the same evaluator, batches and initial key
+  ``eval_key``, in calls of the search's population size ``size`` (so no program compiles
+  again).
+
+  Returns:
+    ``results``: the report's ``single_rule_validation_accuracy`` (``{rule: fitness}``, with
+    ``config.baselines.single_rule``), ``random_rules_validation_accuracy`` and
+    ``random_rules_genomes`` (with ``config.baselines.random_rules``); ``best_single_rule``
+    and ``best_single_rule_validation_accuracy`` (among the finite ones; None if none);
+    ``random_rules_validation_accuracy_mean`` and ``_max`` (None without random rules);
+    ``compiles`` (XLA compilations while evaluating them).
+  """
+  single, random = baseline_genomes(space, best, config.baselines.random_rules, key)
+  results: dict[str, Any] = {}
+  with CompileCounter() as counter:
+    if config.baselines.single_rule:
+      fit, _ = _evaluate_padded(evaluator, np.stack(list(single.values())), size, train,
+                                validation, eval_key)
+      results["single_rule_validation_accuracy"] = dict(zip(single, fit.tolist(), strict=True))
+    if len(random):
+      fit, _ = _evaluate_padded(evaluator, random, size, train, validation, eval_key)
+      results["random_rules_validation_accuracy"] = fit.tolist()
+      results["random_rules_genomes"] = [space.to_string(g) for g in random]
+  single_fit = results.get("single_rule_validation_accuracy", {})
+  finite_single = {r: f for r, f in single_fit.items() if np.isfinite(f)}
+  random_fit = np.asarray(results.get("random_rules_validation_accuracy", []))
+  return {
+      "results": results,
+      "best_single_rule": max(finite_single, key=finite_single.get) if finite_single else None,
+      "best_single_rule_validation_accuracy": max(finite_single.values()) if finite_single
+                                              else None,
+      "random_rules_validation_accuracy_mean": float(np.mean(random_fit)) if random_fit.size
+                                               else None,
+      "random_rules_validation_accuracy_max": float(np.max(random_fit)) if random_fit.size
+                                              else None,
+      "compiles": counter.count,
+  }
 
 
 def _dataset(config: ml_collections.ConfigDict, validation_size: int) -> data_lib.Dataset:
@@ -477,7 +480,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  config_json = experiment.to_json(config)
+  config_json = to_json(config)
 
   dataset = _dataset(config, config.validation_size)
   space = build_space(config)
@@ -492,8 +495,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
   ask = jax.jit(strategy.ask)
   tell = jax.jit(strategy.tell)
   state = strategy.init()
-  checkpointer = experiment.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
-                                         config.keep_checkpoints)
+  checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints)
   restored = checkpointer.restore_latest(_abstract(state))
   meta: dict[str, Any] = {"wall_seconds": 0.0, "search_seconds": 0.0, "compiles": 0,
                           "xla_compilations": 0}
@@ -508,10 +510,10 @@ def search(config: ml_collections.ConfigDict, workdir: str,
   candidates_path = os.path.join(workdir, CANDIDATES_FILE)
   if is_chief:
     # Lines of generations after the checkpoint (a search killed before saving) go.
-    history = [r for r in _read_jsonl(history_path) if r["generation"] < done]
-    candidates = [c for c in _read_jsonl(candidates_path) if c["generation"] < done]
-    _rewrite_jsonl(history_path, history)
-    _rewrite_jsonl(candidates_path, candidates)
+    history = [r for r in read_jsonl(history_path) if r["generation"] < done]
+    candidates = [c for c in read_jsonl(candidates_path) if c["generation"] < done]
+    rewrite_jsonl(history_path, history)
+    rewrite_jsonl(candidates_path, candidates)
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
       json.dump(config_json, f, indent=2)
 
@@ -522,7 +524,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
   k = config.search.num_children
   session_start, session_candidates = None, 0
   try:
-    with experiment._Preemption() as preemption:  # noqa: SLF001 (the pipeline's handler)
+    with Preemption() as preemption:
       for generation in range(done, generations):
         if preemption.stop(generation, 1):
           logging.warning("SIGTERM: the search is checkpointed after generation %d; run the "
@@ -579,13 +581,13 @@ def search(config: ml_collections.ConfigDict, workdir: str,
                             "search goes on.", rows[-1]["string"], rows[-1]["failed_step"],
                             rows[-1]["reason"])
         if is_chief:
-          _append_jsonl(candidates_path, rows)
-          _append_jsonl(history_path, [record])
+          append_jsonl(candidates_path, rows)
+          append_jsonl(history_path, [record])
         logging.info(
             "generation %d/%d: best %.4f, population best %s median %s, %d failed, "
             "%.2f candidates/s, ETA %s", generation + 1, generations, record["best_fitness"],
             _fmt(pop_best), _fmt(pop_median), record["failed"], rate,
-            experiment._format_eta(record["eta_seconds"] or 0))  # noqa: SLF001
+            format_eta(record["eta_seconds"] or 0))
         if on_generation is not None:
           on_generation(record)
         checkpointer.save(generation + 1, state, {**meta, "wall_seconds": elapsed()})
@@ -598,24 +600,8 @@ def search(config: ml_collections.ConfigDict, workdir: str,
           "config.proxy.clip_norm.")
     best = np.asarray(state.best_genome)
 
-    # Baselines, in the same compiled program (population size k) and on the same data.
-    single, random = baseline_genomes(
-        space, best, config.baselines.random_rules,
-        jax.random.fold_in(root, _BASELINE_STREAM))
-    baseline_report: dict[str, Any] = {}
-    with CompileCounter() as counter:
-      if config.baselines.single_rule:
-        fit, _ = _evaluate_padded(evaluator, np.stack(list(single.values())), k, train,
-                                  validation, eval_key)
-        baseline_report["single_rule_validation_accuracy"] = dict(
-            zip(single, fit.tolist(), strict=True))
-      if len(random):
-        fit, _ = _evaluate_padded(evaluator, random, k, train, validation, eval_key)
-        baseline_report["random_rules_validation_accuracy"] = fit.tolist()
-        baseline_report["random_rules_genomes"] = [space.to_string(g) for g in random]
-    single_fit = baseline_report.get("single_rule_validation_accuracy", {})
-    finite_single = {r: f for r, f in single_fit.items() if np.isfinite(f)}
-    random_fit = np.asarray(baseline_report.get("random_rules_validation_accuracy", []))
+    baselines = run_baselines(config, space, evaluator, best, train, validation, eval_key,
+                              jax.random.fold_in(root, _BASELINE_STREAM), k)
 
     retrained = None
     if config.retrain.steps:
@@ -632,8 +618,8 @@ def search(config: ml_collections.ConfigDict, workdir: str,
       logging.info("Retrained the best genome for %d steps: test accuracy %s (%.1f s).",
                    config.retrain.steps, retrained["test_accuracy"], retrained["seconds"])
 
-    history = _read_jsonl(history_path) if is_chief else []
-    candidates = _read_jsonl(candidates_path) if is_chief else []
+    history = read_jsonl(history_path) if is_chief else []
+    candidates = read_jsonl(candidates_path) if is_chief else []
     failed = [c for c in candidates if c["failed"]]
     report = {
         "config": config_json,
@@ -645,21 +631,19 @@ def search(config: ml_collections.ConfigDict, workdir: str,
         # Distinct architectures among the candidates (DARTS: one program set each).
         "architectures_evaluated": len({tuple(c["genome"][space.architecture_genes])
                                         for c in candidates}),
-        "baseline_compiles": counter.count,
+        "baseline_compiles": baselines["compiles"],
         "best_genome": space.to_string(best),
         "best_genome_genes": best.tolist(),
         "best_cell": space.cell_string(best),
         "best_validation_accuracy": best_fitness,
         "best_num_params": num_params(best),
-        "best_single_rule": max(finite_single, key=finite_single.get) if finite_single
-                            else None,
-        "best_single_rule_validation_accuracy": max(finite_single.values()) if finite_single
-                                                else None,
-        **baseline_report,
-        "random_rules_validation_accuracy_mean": float(np.mean(random_fit))
-                                                 if random_fit.size else None,
-        "random_rules_validation_accuracy_max": float(np.max(random_fit))
-                                                if random_fit.size else None,
+        "best_single_rule": baselines["best_single_rule"],
+        "best_single_rule_validation_accuracy":
+            baselines["best_single_rule_validation_accuracy"],
+        **baselines["results"],
+        "random_rules_validation_accuracy_mean":
+            baselines["random_rules_validation_accuracy_mean"],
+        "random_rules_validation_accuracy_max": baselines["random_rules_validation_accuracy_max"],
         "test_accuracy": retrained["test_accuracy"] if retrained else None,
         "test_loss": retrained["test_loss"] if retrained else None,
         "retrain_steps": config.retrain.steps,
@@ -674,7 +658,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
         "resumed_from_generation": done if restored is not None else None,
         "wall_seconds": elapsed(),
     }
-    report = experiment.to_json(report)
+    report = to_json(report)
     if is_chief:
       with open(os.path.join(workdir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
@@ -702,8 +686,8 @@ def load_search_state(workdir: str, config: ml_collections.ConfigDict) -> Evolut
   """The latest checkpointed search state in ``workdir`` (for analysis in a notebook)."""
   strategy = build_strategy(config, build_space(config))
   state = strategy.init()
-  checkpointer = experiment.Checkpointer(os.path.join(os.path.abspath(workdir),
-                                                      CHECKPOINT_DIR), config.keep_checkpoints)
+  checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+                              config.keep_checkpoints)
   try:
     restored = checkpointer.restore_latest(_abstract(state))
   finally:

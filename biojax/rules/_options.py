@@ -44,6 +44,7 @@ class RuleOptions:
     values = {}
     for name, value in hyperparameters.items():
       rule = _rule_for_options(name)
+      value = _plain(value)
       if isinstance(value, Mapping):
         value = _options_from_dict(rule, value)
       elif not isinstance(value, rule.options):
@@ -95,7 +96,7 @@ class RuleOptions:
       ValueError: an unknown rule or field (listing the valid ones), or a flat field name of
         biojax's earlier layout (``sparse_target_rate``: now ``sparse.target_rate``).
     """
-    values = dict(values or {})
+    values = {k: _plain(v) for k, v in _plain(values or {}).items()}
     rules = values.pop("rules", None)
     for key, value in values.items():
       if not isinstance(value, Mapping) and not dataclasses.is_dataclass(value):
@@ -122,6 +123,11 @@ class RuleOptions:
 
   def __reduce__(self):
     return (_rebuild, (self.rules, self._values))
+
+
+def _plain(value):
+  """ConfigDicts (ml_collections) as plain dicts."""
+  return value.to_dict() if hasattr(value, "to_dict") else value
 
 
 def _rebuild(rules, values):

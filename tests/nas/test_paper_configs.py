@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from biojax import builders
 from biojax import train as train_lib
 from biojax.nas import darts
 from biojax.nas import search as search_lib
@@ -170,9 +171,7 @@ def test_full_size_network_traces_and_lowers(name):
   assert space.parameter_count(variables["params"], genome) == PARAMETERS[name]
 
   r = config.retrain
-  tx = train_lib.make_optimizer(
-      r.optimizer, train_lib.make_schedule(r.learning_rate, r.schedule, r.steps),
-      r.momentum, r.weight_decay, r.clip_norm)
+  tx, _ = builders.build_optimizer(r)
   assign = space.assignment_fn(variables, model.options)
   state = jax.eval_shape(
       lambda v, g: as_candidate(train_lib.train_state_from_variables(v, tx, assign(g)),
