@@ -1,7 +1,7 @@
 """The training loop: :func:`fit` over steps, and :func:`evaluate` over a split.
 
 One loop serves the pipeline (biojax.pipeline), the NAS retrain, few-shot training and the
-studies (DESIGN.md section 9). It owns what every loop needs: the PRNG key of step ``k`` is
+studies (docs/design.md). It owns what every loop needs: the PRNG key of step ``k`` is
 ``fold_in(key, k)`` (so a run resumed at step ``k`` continues exactly as the uninterrupted
 one), the training metrics are summed per log interval and checked for NaN/Inf, progress is
 logged through absl, and a SIGTERM (``should_stop``) ends the loop between two steps. All the

@@ -1,21 +1,46 @@
-"""Launcher: ``python -m biojax.main --config=experiments/train.py --workdir=DIR``.
+"""Launcher: ``python -m biojax.main --config=experiments/<name>.py --workdir=DIR``.
 
-A config with ``task = "search"`` (experiments/quickstart.py) runs the architecture and
-learning-rule search (:func:`biojax.nas.search.search`, docs/nas.md); any other trains one
-model (:func:`biojax.experiment.train_and_evaluate`, docs/pipeline.md).
+Runs the function that ``config.task`` names in :data:`TASKS` on ``(config, workdir)``:
+``"train"`` trains one model (:func:`biojax.pipeline.train_and_evaluate`, docs/pipeline.md),
+``"search"`` the architecture and learning-rule search (:func:`biojax.nas.search.search`,
+docs/nas.md), every other task a study of :mod:`biojax.studies` (docs/pipeline.md, "Tasks").
 
 Any config field can be overridden: ``--config.rule=fa``, ``--config.num_steps=500``,
-``--config.model_kwargs.mlp.hidden="(512,)"``. Running again with the same workdir resumes
-from its latest checkpoint. See docs/pipeline.md.
+``--config.model_kwargs.mlp.hidden="(512,)"``, ``--config.quick=True``. Running again with the
+same workdir resumes. Run from the repository root: the configs import each other as the
+``experiments`` package.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biojax import experiment
+from biojax import pipeline
+from biojax.checkpoint import QuietOrbax
+from biojax.nas import search
+from biojax.studies import (
+    baselines,
+    sparse_rule,
+    sparse_rule_ablation,
+    sparse_rule_label_free,
+    sparse_rule_sweep,
+)
+
+# config.task -> the function run on (config, workdir); each returns its report.
+TASKS: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
+    "train": pipeline.train_and_evaluate,
+    "search": search.search,
+    "baselines": baselines.run,
+    "sparse_rule": sparse_rule.run,
+    "sparse_rule_ablation": sparse_rule_ablation.run,
+    "sparse_rule_sweep": sparse_rule_sweep.run,
+    "sparse_rule_label_free": sparse_rule_label_free.run,
+}
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots "
                                "and report.json; a run in it is resumed.")
@@ -27,25 +52,36 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def task_of(config: ml_collections.ConfigDict) -> Callable[[ml_collections.ConfigDict, str], dict]:
+  """The function of ``config.task``; a missing or unknown task raises ValueError naming the
+  valid ones."""
+  task = config.get("task")
+  if task not in TASKS:
+    raise ValueError(f"Unknown task {task!r} (config.task). Valid tasks: {', '.join(TASKS)}.")
+  return TASKS[task]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs ``config``'s task in ``workdir`` and returns its report."""
+  report = task_of(config)(config, workdir)
+  if report.get("interrupted"):
+    where = ", ".join(f"{k} {report[k]}" for k in ("step", "generation", "run") if k in report)
+    logging.info("Interrupted (%s); the state is saved: run the same command to resume.",
+                 where)
+  return report
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(experiment.QuietOrbax())
+  logging.get_absl_handler().addFilter(QuietOrbax())
+  config = _CONFIG.value
+  task_of(config)  # an unknown task fails before any work
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info("JAX process %d of %d; devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  config = _CONFIG.value
-  if config.get("task", "train") == "search":
-    from biojax.nas import search  # noqa: PLC0415 (only searches need it)
-    report = search.search(config, _WORKDIR.value)
-    if report.get("interrupted"):
-      logging.info("Interrupted before generation %d; the search state is saved.",
-                   report["generation"])
-    return
-  report = experiment.train_and_evaluate(config, _WORKDIR.value)
-  if report.get("interrupted"):
-    logging.info("Interrupted at step %d; the checkpoint is saved.", report["step"])
+  run(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 config (experiments/train.py) -> data set -> model + rule assignment (biojax.builders) ->
 jitted, data-parallel :func:`biojax.loop.fit` -> orbax checkpoints (biojax.checkpoint),
 ``metrics.jsonl`` + TensorBoard (biojax.metrics), plots (biojax.plots) and ``report.json`` in
-the workdir (DESIGN.md section 7; docs/pipeline.md).
+the workdir (docs/design.md, docs/pipeline.md).
 
 Determinism: everything follows from ``(config, seed)``. The PRNG key of step ``k`` is
 ``fold_in(train_key, k)`` and its batch is the ``k``-th of ``Dataset.train_batches``, so a run
@@ -87,7 +87,7 @@ def _model_programs(model: nn.Module, mesh: Mesh) -> tuple[Callable, Callable, C
 def _programs(model: nn.Module, settings: builders.OptimizerSettings, mesh: Mesh) -> _Programs:
   """The jitted programs of one model and optimizer, cached so that runs in one process
   that differ only in data, seed or rule assignment share their compilations (an assignment
-  is data: DESIGN.md section 2)."""
+  is data: docs/design.md)."""
   tx, schedule = builders.build_optimizer(settings)
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = NamedSharding(mesh, PartitionSpec(DATA_AXIS))

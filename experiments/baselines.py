@@ -1,7 +1,8 @@
 """Single-rule baselines: every registered rule (and the eg geometry) on the MLP and the
-ConvNet, Fashion-MNIST, same budget per model.
+ConvNet, Fashion-MNIST, same budget per model (biojax.studies.baselines).
 
-    python launch/baselines.py --config=experiments/baselines.py --workdir=runs/baselines
+    python -m biojax.main --config=experiments/baselines.py --workdir=runs/baselines \
+        [--config.models="('mlp',)"] [--config.num_steps.mlp=2000]
 
 Each run is ``experiments/train.py`` with ``model`` and ``rule`` set; a local rule (SoftHebb)
 trains the hidden layers and the classifier learns by the delta rule (``bp`` at the output
@@ -17,6 +18,7 @@ from experiments import train
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.task = "baselines"  # biojax.main runs biojax.studies.baselines.run
   config.train = train.get_config()
   config.models = ("mlp", "convnet")
   config.rules = tuple(rules.rule_names()) + ("eg",)

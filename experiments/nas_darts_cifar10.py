@@ -12,24 +12,13 @@ checks it (tests/nas/test_paper_configs.py). See docs/darts.md, "Paper-scale con
 Every budget number below names its source; "ours" marks a choice of this project.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def load_experiment(name: str):
-  """experiments/<name>.py as a module, loaded by path (works however this file is loaded)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from experiments import nas_nb201_cifar10, quickstart
 
 
 def get_config() -> ml_collections.ConfigDict:
-  nb201 = load_experiment("nas_nb201_cifar10")  # steps_for, and the same REA settings
-  config = load_experiment("quickstart").get_config()
+  config = quickstart.get_config()
   config.dataset = "cifar10"
   # DARTS searches on half of CIFAR-10's 50,000 training images and uses the other half as
   # its validation set (train_search.py: --train_portion 0.5).
@@ -62,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   # NAS-Bench-201's 12-epoch proxy, is a short but complete cosine schedule):
   # 10 x ceil(25,000 / 64) = 3,910 steps. DARTS anneals to lr 0.001, biojax's cosine to 0.
   config.proxy.update({
-      "steps": nb201.steps_for(10, 25_000, 64),
+      "steps": nas_nb201_cifar10.steps_for(10, 25_000, 64),
       "batch_size": 64,
       "validation_examples": None,  # all 25,000 (DARTS's search queue)
       "eval_batch_size": 500,
@@ -87,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   # test images. Left out (not in biojax): cutout (16 px), drop-path (0.2) and the auxiliary
   # head (weight 0.4), which DARTS's 2.76% error uses.
   config.retrain.update({
-      "steps": nb201.steps_for(600, 50_000, 96),
+      "steps": nas_nb201_cifar10.steps_for(600, 50_000, 96),
       "batch_size": 96,
       "eval_batch_size": 500,
       "optimizer": "sgd",

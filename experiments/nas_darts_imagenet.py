@@ -10,21 +10,15 @@ transferred its CIFAR-10 cell), so the search budget here is ours. See docs/dart
 "Paper-scale configs".
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from experiments import nas_darts_cifar10, nas_nb201_cifar10
 
 IMAGENET_TRAIN = 1_281_167  # ILSVRC 2012 training images (TFDS imagenet2012 "train")
 
 
 def get_config() -> ml_collections.ConfigDict:
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nas_darts_cifar10.py")
-  spec = importlib.util.spec_from_file_location("experiments_nas_darts_cifar10", path)
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  nb201 = base.load_experiment("nas_nb201_cifar10")  # steps_for
-  config = base.get_config()
+  config = nas_darts_cifar10.get_config()
   config.dataset = "imagenet2012"
   config.image_size = 224  # DARTS: RandomResizedCrop(224); eval Resize(256) + CenterCrop(224)
   # Ours: 10,000 training images carved out as the search's validation set (the ImageNet
@@ -65,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   # (train_imagenet.py's own defaults, --epochs 1000 --init_channels 50, differ from the
   # paper's 250 epochs and C=48; the paper's are used.)
   config.retrain.update({
-      "steps": nb201.steps_for(250, IMAGENET_TRAIN, 128),
+      "steps": nas_nb201_cifar10.steps_for(250, IMAGENET_TRAIN, 128),
       "batch_size": 128,
       "eval_batch_size": 500,
       "optimizer": "sgd",

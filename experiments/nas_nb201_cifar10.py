@@ -8,11 +8,11 @@ mock data checks it (tests/nas/test_paper_configs.py). See docs/darts.md, "Paper
 configs". Every budget number below names its source; "ours" marks a choice of this project.
 """
 
-import importlib.util
 import math
-import os
 
 import ml_collections
+
+from experiments import quickstart
 
 # NAS-Bench-201's training recipe for every architecture ("H^200" in the paper, Section 2.3;
 # the `hp="200"` records): SGD with Nesterov momentum 0.9, learning rate 0.1 decayed to 0 by
@@ -26,15 +26,6 @@ NB201_EPOCHS = 200
 PROXY_EPOCHS = 12
 
 
-def load_experiment(name: str):
-  """experiments/<name>.py as a module, loaded by path (works however this file is loaded)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def steps_for(epochs: int, examples: int, batch_size: int) -> int:
   """Steps of ``epochs`` passes over ``examples`` (the last batch of an epoch counted, as
   PyTorch's DataLoader without drop_last)."""
@@ -46,7 +37,7 @@ def nb201_config(dataset: str, num_train: int, validation_size: int
   """quickstart's config with the NAS-Bench-201 space and budgets on ``dataset``, whose
   training split has ``num_train`` examples, ``validation_size`` of which are carved out for
   the search's validation."""
-  config = load_experiment("quickstart").get_config()
+  config = quickstart.get_config()
   config.dataset = dataset
   config.validation_size = validation_size
   config.augment = True

@@ -8,21 +8,16 @@ its source) on ImageNet16-120 (TFDS imagenet_resized/16x16, classes 0..119; docs
 see docs/darts.md, "Paper-scale configs".
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from experiments import nas_nb201_cifar10
 
 
 def get_config() -> ml_collections.ConfigDict:
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nas_nb201_cifar10.py")
-  spec = importlib.util.spec_from_file_location("experiments_nas_nb201_cifar10", path)
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
   # ImageNet16-120: 151,700 training and 6,000 test images (Chrabaszcz et al. 2017;
   # NAS-Bench-201, Section 2.2, which splits the test images 3,000 validation / 3,000 test).
   # As for CIFAR-100, the search validates on 3,000 carved training images instead, trains
   # its proxy on the other 148,700, and the retrain uses all 151,700 and tests on all 6,000.
   # Proxy: 12 x ceil(148,700 / 256) = 6,972 steps; retrain: 200 x ceil(151,700 / 256) =
   # 118,600 steps.
-  return base.nb201_config("imagenet16_120", num_train=151_700, validation_size=3_000)
+  return nas_nb201_cifar10.nb201_config("imagenet16_120", num_train=151_700, validation_size=3_000)

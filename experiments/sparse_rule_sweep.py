@@ -1,54 +1,58 @@
-"""Tuning sweep of the sparse rule towards the issue-5 floors.
+"""The tuning sweep of the sparse rule towards the floors of docs/sparse_rule.md, section 4
+(biojax.studies.sparse_rule_sweep).
 
-    python -m experiments.sparse_rule_sweep [--probe] [--seed=N] [name ...]   # default: all
+    python -m biojax.main --config=experiments/sparse_rule_sweep.py --workdir=DIR \
+        [--config.probe=True] [--config.train.seed=N] [--config.names="('preset','base')"]
 
 Each variant is the rule's preset (experiments/sparse_rule.py, ``SPARSE_OVERRIDES``) with a few
-settings changed; the measurement is experiments/sparse_rule_ablation.py's (one JSON line each,
-with the wall time; ``--probe`` adds the hidden layer's linear-probe accuracy). Most variants
-start from the EARLIER preset (1,000 hidden units, 3,000 steps, Adam 1e-2, target rate 0.1),
-which the sweep was run from; the current preset is the variant ``preset``.
-docs/sparse_rule.md reports what this found.
+settings changed; the measurement is the ablation's (experiments/sparse_rule_ablation.py: one
+JSON line each, with the wall time; ``probe=True`` adds the hidden layer's linear-probe
+accuracy). Most variants start from the EARLIER preset (1,000 hidden units, 3,000 steps, Adam
+1e-2, target rate 0.1), which the sweep was run from; the current preset is the variant
+``preset``. docs/sparse_rule.md reports what this found.
 """
 
-import json
-import sys
-import time
+import ml_collections
 
-from experiments import sparse_rule, sparse_rule_ablation
-
-EARLIER = sparse_rule.EARLIER
+from experiments import sparse_rule, train
 
 
 def on_earlier(**changes) -> dict:
-  """EARLIER with ``changes`` (``mlp`` and ``rule_options`` merged key by key)."""
-  return sparse_rule.merge_settings(EARLIER, changes)
+  """A variant that starts from EARLIER (merged into the preset), then ``changes`` (``mlp``
+  and ``rule_options`` merged key by key)."""
+  return {"start": "earlier", "changes": changes}
+
+
+def on_preset(**changes) -> dict:
+  """A variant that starts from the preset itself, then ``changes``."""
+  return {"start": "preset", "changes": changes}
 
 
 def _hidden(n):
   return {"hidden": (n,)}
 
 
-RHO18 = {"sparse_target_rate": 0.18}
+RHO18 = {"sparse": {"target_rate": 0.18}}
 
 VARIANTS = {
     # The current preset, and the earlier one.
-    "preset": {},
+    "preset": on_preset(),
     "base": on_earlier(),
     # First round (earlier preset; docs/sparse_rule.md section 4.1).
     "steps8k": on_earlier(num_steps=8000),
     "w2000": on_earlier(mlp=_hidden(2000)),
     "w2000_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000),
     "w4000": on_earlier(mlp=_hidden(4000)),
-    "tau005": on_earlier(rule_options=dict(sparse_temperature=0.05)),
-    "rho005": on_earlier(rule_options=dict(sparse_target_rate=0.05)),
+    "tau005": on_earlier(rule_options={"sparse": {"temperature": 0.05}}),
+    "rho005": on_earlier(rule_options={"sparse": {"target_rate": 0.05}}),
     "lr3e-3_steps8k": on_earlier(learning_rate=3e-3, num_steps=8000),
     "lr3e-2": on_earlier(learning_rate=3e-2),
     "two_layers": on_earlier(rule=("sparse+eg", "sparse+eg", "bp+eg"),
                              mlp={"hidden": (1000, 1000)}),
     "eps007_steps8k": on_earlier(num_steps=8000,
-                                 rule_options=dict(sparse_elimination_threshold=0.07)),
+                                 rule_options={"sparse": {"elimination_threshold": 0.07}}),
     "w2000_eps007_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000,
-                                       rule_options=dict(sparse_elimination_threshold=0.07)),
+                                       rule_options={"sparse": {"elimination_threshold": 0.07}}),
     "additive_classifier": on_earlier(rule=("sparse+eg", "bp")),  # diagnostic: breaks Dale
     "w4000_steps8k": on_earlier(mlp=_hidden(4000), num_steps=8000),
     "steps15k": on_earlier(num_steps=15000),
@@ -56,20 +60,20 @@ VARIANTS = {
     "two_layers_w2000_steps8k": on_earlier(rule=("sparse+eg", "sparse+eg", "bp+eg"),
                                            mlp={"hidden": (2000, 2000)}, num_steps=8000),
     "w2000_tau005_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000,
-                                       rule_options=dict(sparse_temperature=0.05)),
+                                       rule_options={"sparse": {"temperature": 0.05}}),
     "w2000_lr3e-3_steps8k": on_earlier(mlp=_hidden(2000), num_steps=8000, learning_rate=3e-3),
     "w4000_eps007_steps15k": on_earlier(mlp=_hidden(4000), num_steps=15000,
-                                        rule_options=dict(sparse_elimination_threshold=0.07)),
+                                        rule_options={"sparse": {"elimination_threshold": 0.07}}),
     # Second round (earlier preset; section 4.2): activity target, E/I split, optimizer.
-    "rho015": on_earlier(rule_options=dict(sparse_target_rate=0.15)),
-    "rho02": on_earlier(rule_options=dict(sparse_target_rate=0.2)),
-    "tau03": on_earlier(rule_options=dict(sparse_temperature=0.3)),
+    "rho015": on_earlier(rule_options={"sparse": {"target_rate": 0.15}}),
+    "rho02": on_earlier(rule_options={"sparse": {"target_rate": 0.2}}),
+    "tau03": on_earlier(rule_options={"sparse": {"temperature": 0.3}}),
     "inh05": on_earlier(mlp={"inhibitory_fraction": 0.5}),
     "inh01": on_earlier(mlp={"inhibitory_fraction": 0.1}),
     "mixed_rho02": on_earlier(mlp={"weight_init": "mixed"},
-                              rule_options=dict(sparse_target_rate=0.2)),
+                              rule_options={"sparse": {"target_rate": 0.2}}),
     "unconstrained": on_earlier(rule=("sparse", "bp"), mlp={"weight_init": "lecun"},
-                                rule_options=dict(sparse_elimination=False)),
+                                rule_options={"sparse": {"elimination": False}}),
     "sgd_lr03": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=0.3),
     "sgd_lr1": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=1.0),
     "sgd_lr3": on_earlier(optimizer="sgd", momentum=0.9, learning_rate=3.0),
@@ -89,23 +93,14 @@ VARIANTS = {
 }
 
 
-def main(argv: list[str]) -> None:
-  probe = "--probe" in argv
-  seed = 0
-  names = []
-  for arg in argv:
-    if arg.startswith("--seed="):
-      seed = int(arg.split("=", 1)[1])
-    elif arg != "--probe":
-      if arg not in VARIANTS:
-        raise SystemExit(f"Unknown variant {arg!r}. Valid variants: {', '.join(VARIANTS)}.")
-      names.append(arg)
-  for name in names or list(VARIANTS):
-    start = time.time()
-    result = sparse_rule_ablation.run("full", seed=seed, extra=VARIANTS[name], probe=probe)
-    result.update(name=name, seed=seed, seconds=round(time.time() - start, 1))
-    print(json.dumps(result, default=str), flush=True)
-
-
-if __name__ == "__main__":
-  main(sys.argv[1:])
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.task = "sparse_rule_sweep"  # biojax.main runs biojax.studies.sparse_rule_sweep
+  config.train = train.get_config()  # under every variant: data, seed, batch size, schedule
+  config.preset = sparse_rule.SPARSE_OVERRIDES
+  config.earlier_settings = sparse_rule.EARLIER
+  config.variants = VARIANTS  # name -> {"start": "preset" | "earlier", "changes": {...}}
+  # The variants to run, in this order (a ConfigDict's own keys come out sorted).
+  config.names = tuple(VARIANTS)
+  config.probe = False  # also the hidden layer's linear-probe accuracy
+  return config

@@ -1,4 +1,4 @@
-"""Train one model with one rule assignment and evaluate it (biojax.experiment).
+"""Train one model with one rule assignment and evaluate it (biojax.pipeline).
 
     python -m biojax.main --config=experiments/train.py --workdir=/tmp/run \
         --config.rule=fa --config.num_steps=2000
@@ -13,8 +13,6 @@ with Adam and a cosine schedule: well under a minute on two CPU cores (docs/pipe
 measured accuracies).
 """
 
-import dataclasses
-
 import ml_collections
 
 from biojax import rules
@@ -24,6 +22,7 @@ placeholder = ml_collections.config_dict.placeholder
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.task = "train"  # biojax.main runs biojax.pipeline.train_and_evaluate
 
   # Data (biojax.data.get_dataset; docs/data.md).
   config.dataset = "fashion_mnist"
@@ -44,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
       "resnet56": {"widths": (16, 32, 64)},
   })
   config.rule = "bp"  # one spec for all weight layers, or one per layer
-  config.rule_options = ml_collections.ConfigDict(dataclasses.asdict(rules.RuleOptions()))
+  config.rule_options = ml_collections.ConfigDict(rules.RuleOptions().to_dict())
 
   # Optimisation.
   config.seed = 0

@@ -36,12 +36,10 @@ from biojax.nn.assignment import Assignment, weight_layers
 Array = jax.Array
 
 # The quickstart's rule alphabet, and the default alphabet of the built-in spaces. It is NOT
-# the whole registry: it lists, in registry order (so that a gene's value equals the rule id),
-# the eight rules registered when it was written (commit 0ccfaa0); `sparse`, registered later
-# (b12351e), is left out. Nothing records a reason beyond that: it stays out to keep the
-# quickstart's results reproducible (a rule gene indexes this alphabet, so adding a rule
-# changes every genome and every search), and issue 14 will make `sparse` searchable. Any
-# space searches it when asked: ``rules=(..., "sparse")``.
+# the whole registry: it lists, in registry order, the eight rules registered when it was
+# written; `sparse`, registered later, is left out to keep the quickstart's results
+# reproducible (a rule gene indexes this alphabet, so adding a rule changes every genome and
+# every search). Any space searches it when asked: ``rules=(..., "sparse")``.
 DEFAULT_RULES: tuple[str, ...] = ("bp", "fa", "usf", "brsf", "frsf", "kp", "dfa", "softhebb")
 
 

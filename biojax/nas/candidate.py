@@ -1,6 +1,6 @@
 """The training state of one search candidate: a TrainState plus its architecture genes.
 
-In the NAS-Bench-201 space the operation on each cell edge is data (DESIGN.md section 2),
+In the NAS-Bench-201 space the operation on each cell edge is data (docs/design.md),
 read by the model from the ``architecture`` variable collection. :class:`CandidateState`
 carries that collection beside the parameters, rule state and assignment, so that
 :func:`biojax.make_train_step` (which applies the model to ``state.variables()``) trains any

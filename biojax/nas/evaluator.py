@@ -3,7 +3,7 @@
 Each candidate is initialised from the caller's key (the same initial state for every
 candidate: common random numbers), trains for a proxy budget of ``steps`` on the
 same stacked training batches, and is scored by its mask-weighted accuracy on the stacked
-validation batches (DESIGN.md section 5). Four strategies:
+validation batches (docs/design.md). Four strategies:
 
 - ``"vmap"``: one jitted program, ``jax.vmap`` over the whole population and
   ``jax.lax.scan`` over steps (the default on accelerators);
@@ -41,6 +41,7 @@ import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from biojax import builders
 from biojax import train as train_lib
 from biojax.nas.candidate import as_candidate
 from biojax.nas.space import SearchSpace
@@ -166,10 +167,7 @@ class PopulationEvaluator:
   def tx(self) -> optax.GradientTransformationExtraArgs:
     """The optimizer: :func:`biojax.make_optimizer` followed by the per-candidate step
     scale (``step_scale`` of :meth:`evaluate`)."""
-    lr = train_lib.make_schedule(self.learning_rate, self.schedule, self.steps,
-                                 self.warmup_steps)
-    base = train_lib.make_optimizer(self.optimizer, lr, self.momentum, self.weight_decay,
-                                    self.clip_norm)
+    base, _ = builders.build_optimizer(self)  # the fields of a config's optimizer section
     return optax.chain(base, _step_scale())
 
   def evaluate(self, genomes: Array, train_batches: Mapping, validation_batches: Mapping,

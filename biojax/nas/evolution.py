@@ -1,4 +1,4 @@
-"""Search strategies over integer genomes with pure ``init / ask / tell`` (DESIGN.md section 5).
+"""Search strategies over integer genomes with pure ``init / ask / tell`` (docs/design.md).
 
 As in evosax, a strategy object holds only static settings (it is hashable, so its methods
 can be jitted), everything that changes lives in an :class:`EvolutionState` (a

@@ -12,7 +12,7 @@ generation.
    distinct architecture;
 2. stacks the proxy training batches and the validation batches once: every candidate of
    every generation trains on the same batches from the same initial state (common random
-   numbers, DESIGN.md section 5), so fitness is a deterministic function of the genome;
+   numbers, docs/design.md), so fitness is a deterministic function of the genome;
 3. runs ``generations`` rounds of ``ask -> evaluate -> tell``
    (:class:`biojax.nas.RegularizedEvolution` or :class:`biojax.nas.RandomSearch`); after each
    one, appends a line to ``history.jsonl`` and one per candidate to ``candidates.jsonl``,
@@ -22,7 +22,7 @@ generation.
    dropped and recomputed);
 4. evaluates the baselines (:func:`run_baselines`) in the same harness, budget and compiled
    program: the best architecture with one rule everywhere (each rule of the space), and
-   with random rule assignments (the control of source paper A);
+   with random rule assignments (the control of Hamzaoui & Baghdadi 2025);
 5. retrains the best genome with the full budget and evaluates it once on the test split;
 6. writes ``report.json`` and the plots ``fitness.png``, ``rule_frequency.png`` and
    ``accuracy_vs_params.png``.

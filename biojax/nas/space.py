@@ -5,7 +5,7 @@ candidate (a network, an ``architecture`` collection and a rule assignment) and 
 population of genomes is evaluated. The search loop (:mod:`biojax.nas.search`), the
 strategies (:mod:`biojax.nas.evolution`), the population evaluator and the benchmarks use a
 space only through this protocol, and find it by name (``config.space.name``) in the registry,
-never by its class (DESIGN.md section 10).
+never by its class (docs/design.md).
 
 Built-in spaces (registered when :mod:`biojax.nas` is imported):
 

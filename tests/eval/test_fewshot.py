@@ -1,24 +1,15 @@
 """Few-shot subsets and the few-shot protocol on the synthetic data set."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
 from biojax import eval as bev
 from biojax.data import get_dataset
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import train
 
 
 def train_config():
-  """experiments/train.py's config (loaded by path: the repository need not be on sys.path)."""
-  spec = importlib.util.spec_from_file_location(
-      "experiments_train", os.path.join(REPO, "experiments", "train.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return train.get_config()
 
 
 def dataset():

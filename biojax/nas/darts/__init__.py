@@ -1,6 +1,6 @@
 """The DARTS cell space with a learning-rule gene on every kept operation.
 
-DARTS (Liu, Simonyan & Yang 2019, ICLR, arXiv:1806.09055) with rules (source paper A, Hamzaoui
+DARTS (Liu, Simonyan & Yang 2019, ICLR, arXiv:1806.09055) with rules (Hamzaoui
 & Baghdadi 2025): every kept edge is an (input, operation, rule) triple, and the weight layers
 outside the edges have rule genes too. The architecture is compiled into the network: one
 program set per distinct architecture, the rule genes batched inside.

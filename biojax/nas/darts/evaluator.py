@@ -1,6 +1,6 @@
 """Fitness of a DARTS population: one program set per distinct architecture, the rule genes
-batched inside (DESIGN.md section 2: "for expensive spaces (DARTS) architectures may be
-compiled once per distinct architecture, with rule assignments still batched inside").
+batched inside (an architecture changes the program; a rule assignment is data,
+docs/design.md).
 
 :class:`DartsEvaluator` groups a population by its compiled genes
 (:meth:`biojax.nas.darts.DartsSpace.program_key`: the 32 architecture genes) and evaluates
@@ -41,9 +41,7 @@ def group_plan(size: int, group_size: int | None) -> list[tuple[int, int, int]]:
 @dataclasses.dataclass(frozen=True, eq=False)
 class DartsEvaluator:
   """Fitness of a DARTS population: programs compiled once per distinct architecture, the
-  rule genes batched inside (DESIGN.md section 2: "for expensive spaces (DARTS)
-  architectures may be compiled once per distinct architecture, with rule assignments still
-  batched inside").
+  rule genes batched inside (a rule assignment is data: docs/design.md).
 
   :meth:`evaluate` groups the genomes by their architecture genes
   (:meth:`~biojax.nas.darts.DartsSpace.program_key`), takes (or builds and caches) one

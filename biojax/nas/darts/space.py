@@ -1,7 +1,7 @@
 """The DARTS genome: the two cells' kept edges and a learning-rule gene on every kept operation
 (registered as ``"darts"``).
 
-biojax adds rules to the DARTS cell space (source paper A, Hamzaoui & Baghdadi 2025): every
+biojax adds rules to the DARTS cell space (Hamzaoui & Baghdadi, ECAI 2025): every
 kept edge is an (input, operation, rule) triple, and the weight layers outside the edges have
 rule genes too.
 

@@ -1,6 +1,6 @@
 """The NAS-Bench-201 cell space with a learning-rule gene on every weight layer.
 
-NAS-Bench-201 (Dong & Yang 2020, ICLR, arXiv:2001.00326) with rules (source paper A, Hamzaoui
+NAS-Bench-201 (Dong & Yang 2020, ICLR, arXiv:2001.00326) with rules (Hamzaoui
 & Baghdadi 2025): every edge of the cell is an (operation, rule) pair, and every other weight
 layer of the skeleton has a rule gene too. The operations are data, so one compiled program
 serves every architecture.

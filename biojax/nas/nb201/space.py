@@ -1,7 +1,7 @@
 """The NAS-Bench-201 genome: an operation and a learning-rule gene on every edge, and a rule
 gene on every other weight layer (registered as ``"nb201"``).
 
-biojax adds rules to NAS-Bench-201 (source paper A, Hamzaoui & Baghdadi 2025): every edge is an
+biojax adds rules to NAS-Bench-201 (Hamzaoui & Baghdadi, ECAI 2025): every edge is an
 (operation, rule) pair, and every other weight layer of the skeleton has a rule gene too.
 
 Genome (int32, :data:`NUM_GENES` = 20 genes)

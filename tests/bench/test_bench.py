@@ -1,11 +1,15 @@
-"""The benchmark suite runs and writes well-formed output (it checks no speeds)."""
+"""The benchmark suite (biojax.bench) runs and writes well-formed output (it checks no
+speeds); the targets of its rule-overhead section."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
-from biojax import rules
+from biojax import bench, rules
 from biojax.nas import evaluator as evaluator_lib
+
+REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
 def _positive(mapping):
@@ -15,9 +19,11 @@ def _positive(mapping):
 
 
 def test_bench_tiny_writes_report(tmp_path):
+  # From the repository root: the NAS settings come from experiments/quickstart.py (--config).
   subprocess.run([sys.executable, "-m", "biojax.bench", f"--out={tmp_path}", "--tiny"],
-                 check=True, capture_output=True, timeout=600)
+                 check=True, capture_output=True, timeout=600, cwd=REPO)
   report = json.loads((tmp_path / "bench.json").read_text())
+  assert report["nas_config_source"] == "experiments/quickstart.py"
   for key in ("cpu", "cores", "jax", "backend"):
     assert report["machine"][key]
   assert report["machine"]["backend"] == "cpu"
@@ -72,3 +78,13 @@ def test_bench_tiny_writes_report(tmp_path):
   for heading in ("ratio to bp", "## 2. Compilations", "## 3. Search throughput",
                   "## 4. Against the machine", "## 5. Evaluator strategies", "## 6. Memory"):
     assert heading in markdown
+
+
+def test_every_rule_but_bp_has_a_step_time_target():
+  assert bench.target_of("bp") is None
+  assert bench.target_of("plain jax.grad") is None  # not a rule
+  assert (bench.target_of("fa"), bench.target_of("kp"), bench.target_of("eg")) == (1.10, 1.20,
+                                                                                  1.10)
+  for name in rules.rule_names():
+    if name != "bp":
+      assert 1.0 < bench.target_of(name) <= 1.5, name
