@@ -196,9 +196,12 @@ def test_step_scale_is_set_apart_from_adams_moments():
   """Adam's moments hold an entry per parameter, BatchNorm's "scale" included: setting the
   per-candidate step scale must change only the evaluator's own scale state."""
   adam = ev.PopulationEvaluator(SPACE, MODEL, steps=STEPS, batch_size=BATCH, optimizer="adam",
-                                learning_rate=0.01)
-  variables, _ = adam._pieces.setup(KEY, TRAIN["image"][0, :1])
-  state, failed_step, reason = adam._pieces.start(variables, GENOMES[0], np.float32(0.5))
+                                learning_rate=0.01, compiler_options=FAST_COMPILE)
+  # Jitted pieces (eager, the initialisation alone dispatches hundreds of ops); the initial
+  # variables do not depend on the optimizer: the sequential evaluator's compiled setup.
+  variables, _ = evaluator("sequential")._sequential_programs.setup(KEY, TRAIN["image"][0, :1])
+  state, failed_step, reason = adam._sequential_programs.start(variables, GENOMES[0],
+                                                               np.float32(0.5))
   base, scale_state = state.opt_state
   assert float(scale_state.scale) == 0.5 and int(failed_step) == -1 and int(reason) == ev.OK
   moments = optax.tree_utils.tree_get(base, "mu")
