@@ -53,6 +53,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   config.proxy.compiler_options = FAST_COMPILE
   config.baselines.random_rules = 3
   config.retrain.steps = 0
+  config.retrain.compiler_options = FAST_COMPILE  # the retrain's programs: seconds, not minutes
   config.log_every = 5
   for key, value in overrides.items():
     section, _, name = key.partition(".")
@@ -181,11 +182,15 @@ def test_killed_search_resumes_to_the_same_result(reference, tmp_path):
 
 
 def test_search_where_every_candidate_diverges(tmp_path):
-  config = tiny_config(**{"proxy.learning_rate": 1e30, "search.generations": 1})
-  with pytest.raises(search_lib.SearchFailedError, match="All 4 candidates failed"):
+  # Its own (smaller) programs: a BP-only space, 2 candidates of 2 steps.
+  config = tiny_config(**{"proxy.learning_rate": 1e30, "search.generations": 1,
+                          "space.rules": ("bp",), "search.population_size": 2,
+                          "search.num_children": 2, "proxy.steps": 2,
+                          "proxy.validation_examples": 64})
+  with pytest.raises(search_lib.SearchFailedError, match="All 2 candidates failed"):
     search_lib.search(config, str(tmp_path))
   rows = jsonl(os.path.join(str(tmp_path), search_lib.CANDIDATES_FILE))
-  assert len(rows) == 4 and all(r["failed"] for r in rows)
+  assert len(rows) == 2 and all(r["failed"] for r in rows)
   assert all(r["reason"] != "ok" and r["fitness"] is None for r in rows)
 
 
