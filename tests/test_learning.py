@@ -1,6 +1,5 @@
 """The rule machinery of whole models against hand-written NumPy backward passes."""
 
-import functools
 
 import chex
 import flax
@@ -8,25 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import MLP_DIMS, mlp_setup
 
 import biojax
 from biojax import nn as bnn
 from biojax import rules
 
-DIMS = (12, 9, 7, 5)  # input, hidden, hidden, classes: distinct shapes per layer
-
-
-@functools.lru_cache
-def mlp_setup():
-  model = bnn.MLP(num_classes=DIMS[-1], hidden=DIMS[1:-1])
-  r = np.random.default_rng(1)
-  x = r.normal(size=(6, DIMS[0])).astype(np.float32)
-  y = r.integers(0, DIMS[-1], 6).astype(np.int32)
-  variables = flax.core.unfreeze(model.init(jax.random.key(0), x))
-  # Non-zero biases so that ReLU masks are not trivial.
-  for layer in variables["params"].values():
-    layer["bias"] = jnp.asarray(r.normal(size=layer["bias"].shape) * 0.1, jnp.float32)
-  return model, variables, {"image": x, "label": y}
+DIMS = MLP_DIMS
 
 
 def numpy_mlp_updates(variables, batch, feedback, direct=None):

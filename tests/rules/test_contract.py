@@ -10,13 +10,12 @@ import dataclasses
 import functools
 
 import chex
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import blobs
+from conftest import MLP_DIMS, blobs, mlp_setup
 
 import biojax
 from biojax import nn as bnn
@@ -25,7 +24,7 @@ from biojax.compilation import CompileCounter
 from biojax.rules import _feedback
 
 RULES = rules.rule_names()
-DIMS = (12, 9, 7, 5)  # input, hidden, hidden, classes: distinct shapes per layer
+DIMS = MLP_DIMS
 LAYERS = ("dense_0", "dense_1", "classifier")
 
 
@@ -151,18 +150,6 @@ REFERENCES = {
 
 def test_every_registered_rule_has_a_numpy_reference():
   assert sorted(REFERENCES) == sorted(RULES)
-
-
-@functools.lru_cache
-def mlp_setup():
-  model = bnn.MLP(num_classes=DIMS[-1], hidden=DIMS[1:-1])
-  r = np.random.default_rng(1)
-  x = r.normal(size=(6, DIMS[0])).astype(np.float32)
-  y = r.integers(0, DIMS[-1], 6).astype(np.int32)
-  variables = flax.core.unfreeze(model.init(jax.random.key(0), x))
-  for layer in variables["params"].values():  # non-zero biases: non-trivial ReLU masks
-    layer["bias"] = jnp.asarray(r.normal(size=layer["bias"].shape) * 0.1, jnp.float32)
-  return model, variables, {"image": x, "label": y}
 
 
 @pytest.mark.parametrize("rule", RULES)
