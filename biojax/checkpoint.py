@@ -18,6 +18,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from biojax import rules as rules_lib
+
 CHECKPOINT_DIR = "checkpoints"  # under the workdir
 CORRUPT_CHECKPOINT_DIR = "checkpoints_corrupt"  # beside it: unreadable checkpoints set aside
 
@@ -35,6 +37,10 @@ class Checkpointer:
 
   Keeps the latest ``keep`` checkpoints. Orbax writes each one to a temporary directory and
   renames it when complete, so a run killed while saving leaves no half-written checkpoint.
+
+  The metadata of every checkpoint records the registry's rule names in id order
+  (``rule_names``): rule ids in a state mean nothing without them (docs/rules.md, "Ids,
+  names and checkpoints").
   """
 
   def __init__(self, directory: str, keep: int):
@@ -47,20 +53,30 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, meta: Mapping) -> None:
+    meta = {**meta, "rule_names": list(rules_lib.rule_names())}
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))), force=True)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
-  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
+  def restore_latest(self, abstract_state: Any, check_rules: bool = True
+                     ) -> tuple[Any, dict] | None:
     """``(state, meta)`` of the latest readable checkpoint, or None when there is none.
 
     ``abstract_state``: the state's structure as ``jax.ShapeDtypeStruct`` leaves (with the
     shardings to restore to). An unreadable checkpoint is reported with a warning and moved to
     ``checkpoints_corrupt/`` beside ``directory`` once an older one has been read; if none is
     readable, raises RuntimeError and moves nothing.
+
+    With ``check_rules`` (for states that hold rule ids and every rule's state), a checkpoint
+    written where other rules were registered is refused before its state is read: a
+    ValueError lists the rules one side lacks (the state of a rule is part of the state's
+    structure). The same rules in another order restore; ``meta["rule_names"]`` then says
+    which id meant which rule (:meth:`biojax.nn.Assignment.with_ids_from`).
     """
     failures = []
     for step in reversed(self.steps()):
+      if check_rules:
+        self._check_rules(step)
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -78,6 +94,23 @@ class Checkpointer:
           f"No checkpoint in {self.directory} is readable (steps {failures}). Move the "
           "directory away to start afresh.")
     return None
+
+  def _check_rules(self, step: int) -> None:
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      saved = meta.meta.get("rule_names")
+    except Exception:  # unreadable metadata: the restore below reports it as corrupt
+      return
+    if saved is None:  # written before checkpoints recorded rule names: built-in ids
+      return
+    what = f"The checkpoint at step {step} in {self.directory}"
+    rules_lib.ids_from_names(saved, what)  # raises for rules registered there, not here
+    extra = [n for n in rules_lib.rule_names() if n not in saved]
+    if extra:
+      raise ValueError(
+          f"{what} was written without the rules {', '.join(extra)}, which this process has "
+          "registered: their state is not in it. Resume in a process that does not register "
+          f"them, or start a new work directory. Rules of that run: {', '.join(saved)}.")
 
   def _set_aside(self, steps: Iterable[int]) -> None:
     aside = os.path.join(os.path.dirname(self.directory), CORRUPT_CHECKPOINT_DIR)

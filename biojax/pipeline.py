@@ -199,6 +199,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   previous_seconds, pending = 0.0, ()
   if restored is not None:
     state, meta = restored
+    if "rule_names" in meta:  # the same rules, perhaps registered in another order
+      state = state.replace(assignment=jax.device_put(
+          state.assignment.with_ids_from(meta["rule_names"]), replicated))
     previous_seconds, pending = meta.get("wall_seconds", 0.0), meta.get("pending", ())
     _warn_config_changes(workdir, config_json)
   start_step = int(state.step)

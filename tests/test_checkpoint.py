@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from biojax import checkpoint
+from biojax import checkpoint, rules
 
 
 def tree(value: float) -> dict:
@@ -50,7 +50,8 @@ def test_keeps_the_latest_and_restores_them(tmp_path):
   assert saver.steps() == [2, 3]  # keep=2
   state, meta = saver.restore_latest(abstract(tree(0.0)))
   assert_tree(state, 3.0)
-  assert meta == {"wall_seconds": 30.0}
+  # Every checkpoint records the registry's rule names, in id order (docs/rules.md, section 7).
+  assert meta == {"wall_seconds": 30.0, "rule_names": list(rules.rule_names())}
   saver.close()
   assert_tree(checkpoint.load_checkpoint(str(tmp_path)), 3.0)
   assert_tree(checkpoint.load_checkpoint(str(tmp_path), step=2), 2.0)
@@ -71,7 +72,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_and_is_set_aside(tmp_path, caplo
   with caplog.at_level(logging.WARNING):
     state, meta = saver.restore_latest(abstract(tree(0.0)))
   assert_tree(state, 2.0)
-  assert meta == {"wall_seconds": 20.0}
+  assert meta == {"wall_seconds": 20.0, "rule_names": list(rules.rule_names())}
   assert any("step 3" in r.getMessage() and "unreadable" in r.getMessage()
              for r in caplog.records)
   aside = os.listdir(tmp_path / checkpoint.CORRUPT_CHECKPOINT_DIR)

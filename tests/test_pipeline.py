@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 from absl import flags
+from conftest import xla_flags
 from ml_collections import config_flags
 
 from biojax import data as data_lib
@@ -139,7 +140,7 @@ def background(tmp_path_factory):
                         ready=lambda: any(CHECKPOINT_EVERY < s < 2 * CHECKPOINT_EVERY
                                           for s in logged_steps(str(root / "sigkill")))),
       "sharded": launch(str(root / "sharded"),
-                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}),
+                        env={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=8")}),
   }
   yield runs
   for run in runs.values():
@@ -154,6 +155,7 @@ def reference(tmp_path_factory):
   return workdir, report
 
 
+@pytest.mark.slow  # four training runs in subprocesses and one in-process
 def test_report_and_outputs(background, reference):
   del background  # started first, so that it overlaps this run
   workdir, report = reference

@@ -137,10 +137,17 @@ def assignment_fn(variables: Mapping, options: rules_lib.RuleOptions | None,
   gene_index = np.asarray(genes, np.int32)
   group_index = np.asarray(groups, np.int32)
 
+  sizes = np.asarray([len(alphabets[g]) for g in groups], np.int32)
+
   def assign(genome: Array) -> Assignment:
     values = jnp.asarray(genome, jnp.int32)[..., gene_index]  # (..., layers)
-    rule = rule_table[group_index, values]
-    geometry = geometry_table[group_index, values]
+    # A gene value outside its alphabet (a genome from another space, or corrupt) becomes
+    # rule and geometry -1, which the compiled step turns into a non-finite update
+    # (biojax.nn.known_rule): a gather would clamp it to a valid rule. Concrete genomes are
+    # checked with a clear error first (space.validate).
+    valid = (values >= 0) & (values < sizes)
+    rule = jnp.where(valid, rule_table[group_index, values], -1)
+    geometry = jnp.where(valid, geometry_table[group_index, values], -1)
     return Assignment(rule={n: rule[..., i] for i, n in enumerate(layers)},
                       geometry={n: geometry[..., i] for i, n in enumerate(layers)},
                       layers=layers)

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -331,8 +332,9 @@ def retrain(config: ml_collections.ConfigDict, space: Space, model: Network,
   tx, _ = builders.build_optimizer(r)
   init_key, train_key = jax.random.split(key)
   first = transform(next(dataset.train_batches(r.batch_size, config.seed + 1)))
-  variables = jax.jit(lambda k: model.init(k, first["image"][:1], train=False),
-                      compiler_options=options)(init_key)
+  # Eagerly: each initialiser is one small program shared with the search's evaluator
+  # (biojax.nn.layers); the variables are those of jax.jit(model.init).
+  variables = flax.core.unfreeze(model.init(init_key, first["image"][:1], train=False))
   assign = space.assignment_fn(variables, model.options)
   state = train_lib.train_state_from_variables(variables, tx, assign(jnp.asarray(genome)))
   state = as_candidate(state, space.architecture(jnp.asarray(genome)))
@@ -496,7 +498,9 @@ def search(config: ml_collections.ConfigDict, workdir: str,
   tell = jax.jit(strategy.tell)
   state = strategy.init()
   checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints)
-  restored = checkpointer.restore_latest(_abstract(state))
+  # The search state holds genomes, whose rule genes index the config's alphabets (rule
+  # names): it does not depend on the registry's ids.
+  restored = checkpointer.restore_latest(_abstract(state), check_rules=False)
   meta: dict[str, Any] = {"wall_seconds": 0.0, "search_seconds": 0.0, "compiles": 0,
                           "xla_compilations": 0}
   if restored is not None:
@@ -689,7 +693,7 @@ def load_search_state(workdir: str, config: ml_collections.ConfigDict) -> Evolut
   checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
                               config.keep_checkpoints)
   try:
-    restored = checkpointer.restore_latest(_abstract(state))
+    restored = checkpointer.restore_latest(_abstract(state), check_rules=False)
   finally:
     checkpointer.close()
   if restored is None:

@@ -1,6 +1,6 @@
 """Rule-aware layers, models and assignments."""
 
-from biojax.nn._credit import credit, feedback_matrix
+from biojax.nn._credit import credit, feedback_matrix, known_rule
 from biojax.nn.assignment import (
     Assignment,
     check_layers,
@@ -30,7 +30,7 @@ __all__ = [
     "ACTIVITY", "INITS", "MLP", "MODELS", "Assignment", "BasicBlock", "Conv", "ConvForward",
     "ConvNet", "Dense",
     "ResNet", "check_layers", "credit", "dense_forward", "feedback_matrix", "geometry_tree",
-    "get_model", "make_assignment", "random_assignment", "resnet20", "resnet56",
+    "get_model", "known_rule", "make_assignment", "random_assignment", "resnet20", "resnet56",
     "signed_uniform", "single_rule_specs", "stack",
     "validate_assignment", "weight_layers",
 ]

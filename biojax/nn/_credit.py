@@ -82,15 +82,30 @@ def _local_rules(options):
   return [r for r in options.compiled_rules() if r.credit == "local"]
 
 
+def known_rule(rule: Array, options: rules_lib.RuleOptions | None = None) -> Array:
+  """True where ``rule`` (an id, possibly batched) is a registered rule that ``options``
+  compiles. Inside a compiled step an unknown id cannot raise, and ``lax.switch`` (like any
+  gather) would clamp it to a valid branch: the layer's update and the error it sends below
+  are NaN instead (:func:`credit`), so the result cannot pass for another rule's."""
+  compiled = [options is None or options.allows(r.name) for r in rules_lib.rules()]
+  in_range = (rule >= 0) & (rule < len(compiled))
+  if all(compiled):
+    return in_range
+  return in_range & jnp.asarray(compiled)[jnp.clip(rule, 0, len(compiled) - 1)]
+
+
 def _credit_bwd(forward, options, residuals, delta):
   x, w, b, rule, local_state, u = residuals
   no_state = jax.tree.map(jnp.zeros_like, local_state)
+  unknown = ~known_rule(rule, options)
   _, transpose_x = jax.vjp(lambda x_: forward(x_, b), x)
   (dx,) = transpose_x(delta)
+  dx = jnp.where(unknown, jnp.nan, dx)
   _, transpose_w = jax.vjp(lambda w_: forward(x, w_), w)
   local = _local_rules(options)
   if not local:
-    return dx, transpose_w(delta)[0], jnp.zeros_like(b), None, no_state
+    dw = jnp.where(unknown, jnp.nan, transpose_w(delta)[0])
+    return dx, dw, jnp.zeros_like(b), None, no_state
   # Branch 0: error-driven (the signal is the error delta, the update x^T delta); branch k:
   # the k-th local rule. Only elementwise work is inside lax.switch: the one transposed
   # product (x^T signal) is outside, because XLA on CPU runs a convolution inside a
@@ -105,7 +120,7 @@ def _credit_bwd(forward, options, residuals, delta):
   (pre_post,) = transpose_w(signal)
   updates = [lambda: pre_post] + [
       functools.partial(r.local_update, pre_post, w, u, signal, options.of(r)) for r in local]
-  dw = jax.lax.switch(index, updates)
+  dw = jnp.where(unknown, jnp.nan, jax.lax.switch(index, updates))
   return dx, dw, jnp.zeros_like(b), None, no_state
 
 

@@ -38,6 +38,26 @@ class Assignment:
     flat = {tuple(name.split("/")) + ("rule",): r for name, r in self.rule.items()}
     return traverse_util.unflatten_dict(flat)
 
+  def with_ids_from(self, saved_names) -> Assignment:
+    """This assignment, written where the registry held ``saved_names`` (in id order, as a
+    checkpoint records them), with its rule ids translated to this process's ids.
+
+    Raises:
+      ValueError: listing saved rules that are not registered here.
+    """
+    ids = np.asarray(rules_lib.ids_from_names(saved_names, "This assignment"), np.int32)
+    if (ids == np.arange(len(ids))).all():
+      return self
+    rule = {}
+    for name, r in self.rule.items():
+      r = np.asarray(r)
+      for old in np.unique(r):
+        if not 0 <= old < len(ids):
+          raise ValueError(f"Layer {name} holds rule id {int(old)}, but only {len(ids)} rules "
+                           f"were recorded with it ({', '.join(saved_names)}).")
+      rule[name] = jnp.asarray(ids[r], jnp.int32)
+    return self.replace(rule=rule)
+
   def describe(self) -> dict[str, str]:
     """``{layer: "fa"}`` or ``{layer: "usf+eg"}`` for a single (unbatched) assignment."""
     out = {}
@@ -45,7 +65,8 @@ class Assignment:
       r = np.asarray(self.rule[name])
       if r.ndim:
         raise ValueError("describe() needs a single assignment, not a batch of them.")
-      out[name] = rules_lib.format_rule_spec(int(r), int(np.asarray(self.geometry[name])))
+      rule = rules_lib.check_rule_id(r, f"layer {name}")
+      out[name] = rules_lib.format_rule_spec(rule, int(np.asarray(self.geometry[name])))
     return out
 
 
@@ -154,22 +175,34 @@ def check_layers(expected: Sequence[str], given) -> None:
 
 def validate_assignment(assignment: Assignment, variables: Mapping,
                         options: rules_lib.RuleOptions | None = None) -> None:
-  """Checks that ``assignment`` names exactly the model's weight layers and, given the
-  model's ``options``, uses only the rules that its compiled programs contain (rule ids that
-  are tracers, inside ``jit``, cannot be read: check the traced function's result).""" 
+  """Checks that ``assignment`` names exactly the model's weight layers, that every rule id
+  is a registered rule and every geometry id a geometry, and, given the model's ``options``,
+  that it uses only the rules its compiled programs contain.
+
+  Rule ids that are tracers (inside ``jit``) cannot be read here; an unknown one makes the
+  compiled step's update non-finite (:func:`biojax.nn.known_rule`).
+
+  Raises:
+    ValueError: naming the layer, the id and the rules this process knows.
+  """
   layers = weight_layers(variables)
   check_layers(layers, assignment.rule.keys())
   check_layers(layers, assignment.geometry.keys())
+  allowed = None
   if options is not None and options.rules is not None:
     allowed = {rules_lib.rule_id(n) for n in options.rules}
-    for layer, ids in assignment.rule.items():
-      if isinstance(ids, jax.core.Tracer):  # inside jit: the caller checks the result
-        continue
-      for r in np.unique(np.asarray(ids)):
-        if int(r) not in allowed:
-          raise ValueError(
-              f"Layer {layer} is assigned {rules_lib.get_rule(int(r)).name!r}, but the model "
-              f"was built with RuleOptions(rules={options.rules}); add it there.")
+  for layer in layers:
+    ids, geometries = assignment.rule[layer], assignment.geometry[layer]
+    if isinstance(ids, jax.core.Tracer) or isinstance(geometries, jax.core.Tracer):
+      continue  # inside jit: the compiled step guards (known_rule)
+    for g in np.unique(np.asarray(geometries)):
+      rules_lib.check_geometry_id(g, f"layer {layer}")
+    for r in np.unique(np.asarray(ids)):
+      rules_lib.check_rule_id(r, f"layer {layer}")
+      if allowed is not None and int(r) not in allowed:
+        raise ValueError(
+            f"Layer {layer} is assigned {rules_lib.get_rule(int(r)).name!r}, but the model "
+            f"was built with RuleOptions(rules={options.rules}); add it there.")
 
 
 def geometry_tree(assignment: Assignment, params: Mapping) -> dict:

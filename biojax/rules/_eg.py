@@ -63,8 +63,10 @@ def multiplicative(geometry=None) -> optax.GradientTransformationExtraArgs:
     if geometry is None:
       updates = jax.tree.map(multiplicative_step, params, updates)
     else:
+      # An id that is no geometry (a stale or corrupt assignment) gives NaN, never a step.
       updates = jax.tree.map(
-          lambda w, u, m: jnp.where(m == 1, multiplicative_step(w, u), u),
+          lambda w, u, m: jnp.where(m == 1, multiplicative_step(w, u),
+                                    jnp.where(m == 0, u, jnp.nan)),
           params, updates, geometry)
     return updates, state
 

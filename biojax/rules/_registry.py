@@ -9,6 +9,10 @@ these hooks; it never names a rule. docs/rules.md walks through adding one.
 The integer id of a rule is its position in the registry. Assignments store these ids, and
 rule-aware layers dispatch on them with ``jax.lax.switch`` (docs/design.md), so the order is
 part of the on-disk format of checkpoints and genomes: new rules are appended, never inserted.
+An id outside the registry is refused wherever it is still a Python value
+(:func:`check_rule_id`) and gives a non-finite update inside a compiled step
+(:func:`biojax.nn.known_rule`); checkpoints record the registry's names
+(:func:`ids_from_names`), docs/rules.md section "Ids, names and checkpoints".
 """
 
 from __future__ import annotations
@@ -220,13 +224,60 @@ def get_rule(name_or_id: str | int) -> Rule:
   """The :class:`Rule` for a name or an integer id."""
   if isinstance(name_or_id, str):
     return _RULES[rule_id(name_or_id)]
-  index = int(name_or_id)
+  return _RULES[check_rule_id(name_or_id)]
+
+
+def describe_ids() -> str:
+  """The registry as ``"0 bp, 1 fa, ..."``, for errors about rule ids."""
+  return ", ".join(f"{i} {r.name}" for i, r in enumerate(_RULES))
+
+
+def check_rule_id(rule: int, where: str = "") -> int:
+  """``rule`` as an int if it is the id of a registered rule.
+
+  Raises:
+    ValueError: naming the id, ``where`` it was found (``"layer dense_1"``) and every id this
+      process knows. An id outside the registry must never run: ``jax.lax.switch`` would
+      clamp it to the nearest branch, and another rule would run in its place.
+  """
+  index = int(rule)
   if not 0 <= index < len(_RULES):
+    at = f" ({where})" if where else ""
     raise ValueError(
-        f"Rule id {index} is out of range: ids run from 0 to {len(_RULES) - 1} "
-        f"({', '.join(rule_names())})."
-    )
-  return _RULES[index]
+        f"Rule id {index}{at} is not a registered rule: this process knows ids 0 to "
+        f"{len(_RULES) - 1} ({describe_ids()}). An id from a run where more rules were "
+        "registered needs those rules registered here, in the same order.")
+  return index
+
+
+def check_geometry_id(geometry: int, where: str = "") -> int:
+  """``geometry`` as an int if it is a step-geometry id (0 additive, 1 eg); else a
+  ValueError naming it and ``where``."""
+  index = int(geometry)
+  if not 0 <= index < len(GEOMETRIES):
+    at = f" ({where})" if where else ""
+    raise ValueError(
+        f"Step-geometry id {index}{at} is not one of "
+        f"{', '.join(f'{i} {g}' for i, g in enumerate(GEOMETRIES))}.")
+  return index
+
+
+def ids_from_names(saved: Sequence[str], what: str = "It") -> list[int]:
+  """For rule names saved in id order where they were written (a checkpoint's
+  ``rule_names``), the id each has in this process: ``ids_from_names(saved)[old_id]``.
+
+  Raises:
+    ValueError: listing the saved rules this process has not registered (``what`` opens the
+      message: ``"The checkpoint in DIR"``).
+  """
+  current = rule_names()
+  missing = [n for n in saved if n not in current]
+  if missing:
+    raise ValueError(
+        f"{what} was written with rules that this process has not registered: "
+        f"{', '.join(missing)}. Register them (biojax.rules.register) before loading it; "
+        f"registered here: {', '.join(current)}.")
+  return [current.index(n) for n in saved]
 
 
 def state_variables() -> tuple[StateVariable, ...]:
@@ -279,7 +330,8 @@ def parse_rule_spec(spec: str) -> tuple[int, int]:
 def format_rule_spec(rule: int, geometry: int = 0) -> str:
   """Inverse of :func:`parse_rule_spec`."""
   name = get_rule(rule).name
-  return name if int(geometry) == 0 else f"{name}+{GEOMETRIES[int(geometry)]}"
+  geometry = check_geometry_id(geometry)
+  return name if geometry == 0 else f"{name}+{GEOMETRIES[geometry]}"
 
 
 def names_to_ids(names: Sequence[str]) -> list[int]:

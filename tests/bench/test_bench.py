@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from biojax import bench, rules
 from biojax.nas import evaluator as evaluator_lib
 
@@ -18,6 +20,7 @@ def _positive(mapping):
     assert value > 0, name
 
 
+@pytest.mark.slow  # every bench section at its tiny size
 def test_bench_tiny_writes_report(tmp_path):
   # From the repository root: the NAS settings come from experiments/quickstart.py (--config).
   subprocess.run([sys.executable, "-m", "biojax.bench", f"--out={tmp_path}", "--tiny"],

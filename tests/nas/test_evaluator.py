@@ -56,6 +56,7 @@ def evaluated(strategy):
   return np.asarray(fitness), jax.tree.map(np.asarray, info)
 
 
+@pytest.mark.slow  # compiles the four strategies' programs: 1-3 min on 2 loaded cores
 def test_strategies_give_equal_fitness():
   fitness, info = evaluated("vmap")
   assert fitness.shape == (5,) and np.all(np.isfinite(fitness))
@@ -183,7 +184,8 @@ def test_population_sharded_over_8_devices_equals_one_device(tmp_path):
       "f, i = e.evaluate(t.GENOMES, t.TRAIN, t.VALIDATION, t.KEY)\n"
       "print(json.dumps({'fitness': np.asarray(f).tolist(),\n"
       "                  'loss': np.asarray(i['validation_loss']).tolist()}))\n")
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+  env = {**os.environ, "XLA_FLAGS": " ".join(filter(None, [
+             os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=8"])),
          "JAX_PLATFORMS": "cpu"}
   out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
                        timeout=600, check=True)

@@ -7,6 +7,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import biojax
 from biojax import nas
@@ -48,6 +49,7 @@ def candidates(genomes):
           for g in genomes]
 
 
+@pytest.mark.slow  # about a minute on 2 loaded cores
 def test_train_step_compiles_once_for_different_genomes():
   _, step, _ = train_setup()
   genomes = [SPACE.named("best_cifar10", "usf"), SPACE.named("resnet", "dfa"),

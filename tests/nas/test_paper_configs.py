@@ -114,9 +114,7 @@ def tiny(name: str, data_dir: str):
   return config
 
 
-@pytest.mark.slow  # each run compiles about eight tiny programs: 1-5 min on 2 loaded cores
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_dry_run_on_mock_data(name, tmp_path):
+def dry_run(name: str, tmp_path) -> None:
   examples = CONFIGS[name][0]
   config = tiny(name, str(tmp_path / "tfds"))
   workdir = str(tmp_path / "run")
@@ -130,6 +128,22 @@ def test_dry_run_on_mock_data(name, tmp_path):
   assert set(report["single_rule_validation_accuracy"]) == {"bp", "fa"}
   assert len(report["random_rules_validation_accuracy"]) == 1
   assert 0.0 <= report["test_accuracy"] <= 1.0 and report["retrain_steps"] == 1
+
+
+# The dry runs share no compiled program across configs: each class is a unit that
+# pytest-xdist (--dist loadscope) may give to a worker of its own.
+@pytest.mark.slow  # each run compiles about eight tiny programs: 1-2 min on 2 loaded cores
+class TestDryRunNB201:
+  @pytest.mark.parametrize("name", [n for n in CONFIGS if "nb201" in n])
+  def test_dry_run_on_mock_data(self, name, tmp_path):
+    dry_run(name, tmp_path)
+
+
+@pytest.mark.slow
+class TestDryRunDarts:
+  @pytest.mark.parametrize("name", [n for n in CONFIGS if "darts" in n])
+  def test_dry_run_on_mock_data(self, name, tmp_path):
+    dry_run(name, tmp_path)
 
 
 def full_size_network(config, num_classes):
@@ -159,9 +173,7 @@ PARAMETERS = {
 }
 
 
-@pytest.mark.slow  # tracing and lowering a full network: 40-60 s on 2 loaded cores
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_full_size_network_traces_and_lowers(name):
+def lower_full_size(name: str) -> None:
   config = load_config(name)
   _, _, classes, side = CONFIGS[name]
   space, model, genome = full_size_network(config, classes)
@@ -185,3 +197,10 @@ def test_full_size_network_traces_and_lowers(name):
   assert jax.tree.structure(out_state.params) == jax.tree.structure(state.params)
   np.testing.assert_equal(jax.tree.map(lambda x: x.shape, out_state.params),
                           jax.tree.map(lambda x: x.shape, state.params))
+
+
+@pytest.mark.slow  # tracing and lowering a full network: 30-50 s on 2 loaded cores
+class TestFullSizeNetworks:
+  @pytest.mark.parametrize("name", list(CONFIGS))
+  def test_full_size_network_traces_and_lowers(self, name):
+    lower_full_size(name)

@@ -91,6 +91,7 @@ def reference(tmp_path_factory):
   return (*reference_run(str(root)), os.path.join(str(root), "reference"))
 
 
+@pytest.mark.slow  # the shared reference search: 1-2 min on 2 loaded cores
 def test_report_and_outputs(reference):
   report, history, candidates, workdir = reference
   for name in (search_lib.REPORT_FILE, search_lib.FITNESS_PLOT, search_lib.RULE_FREQUENCY_PLOT,

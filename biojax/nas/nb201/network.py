@@ -52,7 +52,10 @@ class _Edge(nn.Module):
     # avg_pool_3x3: stride 1, padding 1, count_include_pad=False (as NAS-Bench-201).
     candidates.append(nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
                                   count_include_pad=False))
-    return jax.lax.select_n(op, *candidates)
+    # An operation id outside the candidates gives NaN (select_n would pick a valid one).
+    known = (op >= 0) & (op < len(candidates))
+    chosen = jax.lax.select_n(jnp.clip(op, 0, len(candidates) - 1), *candidates)
+    return jnp.where(known, chosen, jnp.nan)
 
 
 class NB201Cell(nn.Module):
