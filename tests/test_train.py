@@ -3,7 +3,6 @@
 import functools
 
 import chex
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,12 +183,8 @@ def test_weight_layers_in_order_of_application():
                     "stage2_block0/conv2", "stage3_block0/conv1", "stage3_block0/conv2",
                     "classifier")
   # JAX transformations sort dict keys; the order is recorded in the variables and survives.
-  jitted_variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
-  assert bnn.weight_layers(jitted_variables) == layers
-  # Eagerly, each initialiser runs as a program of its own (biojax.nn.layers); the draws
-  # are the bits of the one compiled initialisation, kernels and rule state alike.
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               flax.core.unfreeze(variables), flax.core.unfreeze(jitted_variables))
+  assert bnn.weight_layers(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))) \
+      == layers
   assignment = bnn.make_assignment(variables, "fa")
   jitted = jax.jit(lambda a: a)(assignment)
   assert jitted.layers == layers and tuple(jitted.describe()) == layers

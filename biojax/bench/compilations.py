@@ -26,9 +26,8 @@ def _evaluator_programs(evaluator: evaluator_lib.PopulationEvaluator) -> dict[st
   # noqa reasons: the jitted programs are private attributes of the evaluator.
   if evaluator.strategy == "sequential":
     pieces = evaluator._sequential_programs  # noqa: SLF001
-    # (setup runs eagerly, outside any evaluation program: it has no cache of its own)
     return {f"evaluator {name}": fn._cache_size()  # noqa: SLF001
-            for name, fn in pieces._asdict().items() if hasattr(fn, "_cache_size")}
+            for name, fn in pieces._asdict().items()}
   return {"evaluator": evaluator._compile_count()}  # noqa: SLF001
 
 

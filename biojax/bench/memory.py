@@ -30,10 +30,7 @@ def memory(workload: NasWorkload, config, population: int, strategies: tuple[str
   for strategy in strategies:
     evaluator = build_evaluator(workload, strategy_config(config, strategy, chunk_size))
     args = (genomes, train, validation, key, ones)
-    # The program takes the initial variables and step keys (the set-up runs outside it).
-    initial = evaluator._setup(key, train["image"][0, :1])  # noqa: SLF001
-    compiled = evaluator._program.lower(  # noqa: SLF001 (the jitted program)
-        genomes, train, validation, initial, ones).compile()
+    compiled = evaluator._program.lower(*args).compile()  # noqa: SLF001 (the jitted program)
     m = compiled.memory_analysis()
     entry = {name: int(getattr(m, f"{name}_size_in_bytes"))
              for name in ("argument", "output", "alias", "temp", "generated_code")}

@@ -203,8 +203,7 @@ class PopulationEvaluator:
     if self.strategy == "sequential":
       return self._evaluate_sequential(genomes, train_batches, validation_batches, key,
                                        step_scale)
-    initial = self._setup(key, train_batches["image"][0, :1])
-    return self._program(genomes, train_batches, validation_batches, initial, step_scale)
+    return self._program(genomes, train_batches, validation_batches, key, step_scale)
 
   def _compile_count(self) -> int:
     """Number of compiled variants of the program (``jax.jit``'s cache size)."""
@@ -218,15 +217,11 @@ class PopulationEvaluator:
     eval_step = train_lib.make_eval_step(model)
 
     def setup(key, sample):
-      """Common random numbers: one initial state and one key per step for everyone.
-
-      Run outside the evaluation programs (eagerly; each initialiser is compiled once per
-      shape, biojax.nn.layers): compiled into them, the initialisation was the largest part
-      of every strategy's and every architecture's compilation. The state is the same.
-      """
+      """Common random numbers: one initial state and one key per step for everyone."""
       init_key, train_key = jax.random.split(key)
-      return (flax.core.unfreeze(model.init(init_key, sample, train=False)),
-              _step_keys(train_key, steps))
+      step_keys = jax.vmap(functools.partial(jax.random.fold_in, train_key))(
+          jnp.arange(steps))
+      return flax.core.unfreeze(model.init(init_key, sample, train=False)), step_keys
 
     def start(variables, genome, scale):
       # The assignment is built from these variables (inside a trace their dict lists the
@@ -284,10 +279,10 @@ class PopulationEvaluator:
   def _program(self):
     pieces = self._pieces
 
-    def run(genomes, train_batches, validation_batches, initial, step_scale):
+    def run(genomes, train_batches, validation_batches, key, step_scale):
       self._check(genomes, train_batches)
       if self.mesh is None or self.mesh.size == 1:
-        return evaluate_local(genomes, step_scale, train_batches, validation_batches, initial)
+        return evaluate_local(genomes, step_scale, train_batches, validation_batches, key)
       # The population axis is split across the mesh's devices; the data and the key are
       # replicated, so every device builds the same initial state (common random numbers).
       population = genomes.shape[0]
@@ -297,11 +292,11 @@ class PopulationEvaluator:
       sharded = jax.shard_map(
           evaluate_local, mesh=self.mesh, in_specs=(P(POPULATION_AXIS),) * 2 + (P(),) * 3,
           out_specs=P(POPULATION_AXIS), check_vma=False)
-      out = sharded(*padded, train_batches, validation_batches, initial)
+      out = sharded(*padded, train_batches, validation_batches, key)
       return jax.tree.map(lambda x: x[:population], out)
 
-    def evaluate_local(genomes, step_scale, train_batches, validation_batches, initial):
-      variables, step_keys = initial
+    def evaluate_local(genomes, step_scale, train_batches, validation_batches, key):
+      variables, step_keys = pieces.setup(key, train_batches["image"][0, :1])
 
       def candidate(genome, scale):
         carry, losses = jax.lax.scan(pieces.train, pieces.start(variables, genome, scale),
@@ -332,17 +327,6 @@ class PopulationEvaluator:
   def _compiler_options(self) -> dict | None:
     return dict(self.compiler_options) or None
 
-  def _setup(self, key: Array, sample: Array) -> tuple[dict, Array]:
-    """:meth:`_Pieces.setup` outside any program, remembered for the last key and sample
-    shape (a search evaluates every generation from the same key)."""
-    tag = (np.asarray(jax.random.key_data(key)).tobytes(), str(jax.random.key_impl(key)),
-           np.shape(sample), str(np.asarray(sample).dtype), np.asarray(sample).tobytes())
-    cached = self.__dict__.get("_last_setup")
-    if cached is None or cached[0] != tag:
-      cached = (tag, self._pieces.setup(key, sample))
-      self.__dict__["_last_setup"] = cached
-    return cached[1]
-
   @functools.cached_property
   def _sequential_programs(self) -> _Pieces:
     """The pieces, each jitted on its own (one step per call), for ``"sequential"``."""
@@ -356,7 +340,7 @@ class PopulationEvaluator:
       return pieces.validate(state, totals, jax.tree.map(lambda x: x[v], validation_batches))
 
     return _Pieces(
-        setup=self._setup,
+        setup=jax.jit(pieces.setup, compiler_options=options),
         start=jax.jit(pieces.start, compiler_options=options),
         train=jax.jit(train, compiler_options=options),
         validate=jax.jit(validate, compiler_options=options),
@@ -386,12 +370,6 @@ class PopulationEvaluator:
       results.append(programs.finish(carry, totals, loss))
     # Stacked on the host: an eager stack would compile anew for each population size.
     return jax.tree.map(lambda *xs: jax.device_put(np.stack(xs)), *jax.device_get(results))
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _step_keys(key: Array, steps: int) -> Array:
-  """One key per training step (shared by every evaluator with the same budget)."""
-  return jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(steps))
 
 
 class _Pieces(NamedTuple):

@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -332,9 +331,8 @@ def retrain(config: ml_collections.ConfigDict, space: Space, model: Network,
   tx, _ = builders.build_optimizer(r)
   init_key, train_key = jax.random.split(key)
   first = transform(next(dataset.train_batches(r.batch_size, config.seed + 1)))
-  # Eagerly: each initialiser is one small program shared with the search's evaluator
-  # (biojax.nn.layers); the variables are those of jax.jit(model.init).
-  variables = flax.core.unfreeze(model.init(init_key, first["image"][:1], train=False))
+  variables = jax.jit(lambda k: model.init(k, first["image"][:1], train=False),
+                      compiler_options=options)(init_key)
   assign = space.assignment_fn(variables, model.options)
   state = train_lib.train_state_from_variables(variables, tx, assign(jnp.asarray(genome)))
   state = as_candidate(state, space.architecture(jnp.asarray(genome)))

@@ -25,9 +25,8 @@ output error there (so the activation supplies ``f'(a)``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -65,27 +64,6 @@ class ConvForward:
         x, w, window_strides=self.strides, padding=self.padding,
         rhs_dilation=self.kernel_dilation, dimension_numbers=layout,
         feature_group_count=self.feature_group_count)
-
-
-@functools.cache
-def _compiled(init: Callable) -> Callable:
-  """``init(key, shape_or_layer_shapes)`` as one compiled program per shape, shared by every
-  layer, model and call of the process.
-
-  A network's initialisation is hundreds of random draws (each kernel and each rule's random
-  state); compiled as one program (``jax.jit(model.init)``) they take XLA tens of seconds,
-  and every new network compiles them again. Drawn one initialiser at a time, each distinct
-  (initialiser, shape) compiles once. Under a trace (inside ``jit``) the call is inlined as
-  before, and a draw gives the same bits either way (tests/test_train.py).
-  """
-  return jax.jit(init, static_argnums=1)
-
-
-def _shared(init: Callable) -> Callable:
-  try:
-    return _compiled(init)
-  except TypeError:  # an unhashable initialiser: called as it is
-    return init
 
 
 # Position of each rule-aware layer in the order of application, counted per model.init
@@ -146,8 +124,8 @@ class _RuleAware(nn.Module):
     for variable in rules_lib.state_variables():
       if variable.needs_classes and dfa_classes is None:
         continue
-      init = (lambda v=variable: _shared(v.init)(self.make_rng("params"), shapes)) \
-          if variable.random else (lambda v=variable: v.init(None, shapes))
+      init = (lambda v=variable: v.init(self.make_rng("params"), shapes)) if variable.random \
+          else (lambda v=variable: v.init(None, shapes))
       state[variable.name] = self.variable("feedback", variable.name, init).value
     return state
 
@@ -189,7 +167,7 @@ class Dense(_RuleAware):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    kernel = self.param("kernel", _shared(self.kernel_init), (x.shape[-1], self.features))
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     return self._rule_forward(dense_forward, x, kernel, bias, self.options, self.dfa_classes)
 
@@ -232,7 +210,7 @@ class Conv(_RuleAware):
       raise ValueError(
           f"feature_group_count={self.feature_group_count} must divide both the input "
           f"channels ({in_features}) and the output channels ({self.features}).")
-    kernel = self.param("kernel", _shared(self.kernel_init),
+    kernel = self.param("kernel", self.kernel_init,
                         (*window, in_features // self.feature_group_count, self.features))
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     forward = ConvForward(as_tuple(self.strides), padding, as_tuple(self.kernel_dilation),
