@@ -3,7 +3,6 @@ relative to a plain ``jax.grad`` step (the cost of the rule machinery)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping
 
@@ -103,7 +102,7 @@ def _rule_overhead_one(model, shape, repeats: int, inner: int, architecture=None
 
   if lean:  # the same model compiled for the error-driven rules only (no local-rule branch)
     error_driven = tuple(r.name for r in rules.rules() if r.credit != "local")
-    lean_model = model.clone(options=dataclasses.replace(model.options, rules=error_driven))
+    lean_model = model.clone(options=model.options.replace(rules=error_driven))
     lean_step = jax.jit(biojax.make_train_step(lean_model, tx))
     fns["bp (error-driven build)"] = lambda: lean_step(state, batch, key)[1]["loss"]
   if plain:

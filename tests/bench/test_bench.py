@@ -91,3 +91,17 @@ def test_every_rule_but_bp_has_a_step_time_target():
   for name in rules.rule_names():
     if name != "bp":
       assert 1.0 < bench.target_of(name) <= 1.5, name
+
+
+def test_rule_overhead_times_the_lean_build_and_plain_grad():
+  """The default (non-tiny) bench also times bp in a build with only the error-driven rules
+  and a plain jax.grad step; --tiny skips both, so they are run here on a tiny MLP."""
+  from biojax import nn as bnn
+  from biojax.bench import rule_overhead
+
+  out = rule_overhead._rule_overhead_one(bnn.MLP(10, hidden=(8,)), (4, 28, 28, 1), 1, 1,
+                                         None, True, True)
+  ratios = out["ratio_to_bp"]
+  assert set(rules.rule_names()) <= set(ratios) and ratios["bp"] == 1.0
+  assert {"bp (error-driven build)", "plain jax.grad"} <= set(ratios)
+  assert out["bp_over_plain_jax_grad"] > 0
