@@ -19,6 +19,7 @@ import optax
 from flax import traverse_util
 
 from biojax import rules as rules_lib
+from biojax.nn._credit import known_rule
 from biojax.nn.assignment import Assignment
 from biojax.nn.layers import ACTIVITY, DFA_TAPS
 
@@ -82,6 +83,12 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
   else:  # no layer can be direct: skip the projections e B_l
     tap_cotangents = jax.tree.map(jnp.zeros_like, taps)
   (updates,) = backward((output_error, tap_cotangents))
+  # A rule id outside the compiled rules (a stale or corrupt assignment) ran as a clamped
+  # branch of lax.switch: every update is NaN instead, so the step cannot pass for a valid
+  # one (outside jit, validate_assignment refuses such an id with its layer).
+  known = jnp.all(jnp.stack([jnp.all(known_rule(r, options))
+                             for r in assignment.rule.values()]))
+  updates = jax.tree.map(lambda u: jnp.where(known, u, jnp.nan), updates)
   new_state = {**state, **mutated}
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   return updates, new_state, {"loss": loss, "accuracy": accuracy}

@@ -6,6 +6,7 @@ and ``jax.vmap`` over a stacked state trains a population of candidates at once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -104,6 +105,18 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
     assignment = make_assignment(variables, assignment)
   validate_assignment(assignment, variables, getattr(model, "options", None))
   return train_state_from_variables(variables, tx, assignment)
+
+
+@functools.lru_cache(maxsize=32)
+def init_program(model: nn.Module, compiler_options: tuple[tuple[str, Any], ...] = ()
+                 ) -> Callable[[Array, Array], dict]:
+  """``(key, sample) -> variables``: ``model.init(key, sample, train=False)`` as one jitted
+  program, one per model and ``compiler_options`` (``(name, value)`` pairs) in the process.
+  Equal models (Flax modules compare by their fields) share it, so a search's evaluator and
+  the retrain of the same network compile the initialisation once."""
+  def init(key, sample):
+    return flax.core.unfreeze(model.init(key, sample, train=False))
+  return jax.jit(init, compiler_options=dict(compiler_options) or None)
 
 
 def train_state_from_variables(variables: Mapping, tx: optax.GradientTransformation,

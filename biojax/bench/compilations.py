@@ -21,14 +21,17 @@ from biojax.nas.candidate import as_candidate
 
 
 def _evaluator_programs(evaluator: evaluator_lib.PopulationEvaluator) -> dict[str, int]:
-  """Compiled variants (jit cache sizes) of each program the evaluator runs: the one
-  population program, or for ``"sequential"`` each single-candidate piece."""
+  """Compiled variants (jit cache sizes) of each program the evaluator runs: the set-up and
+  the population program, or for ``"sequential"`` each single-candidate piece."""
   # noqa reasons: the jitted programs are private attributes of the evaluator.
   if evaluator.strategy == "sequential":
-    pieces = evaluator._sequential_programs  # noqa: SLF001
-    return {f"evaluator {name}": fn._cache_size()  # noqa: SLF001
-            for name, fn in pieces._asdict().items()}
-  return {"evaluator": evaluator._compile_count()}  # noqa: SLF001
+    pieces = evaluator._sequential_programs._asdict()  # noqa: SLF001
+    del pieces["setup"]
+  else:
+    pieces = {"": evaluator._program}  # noqa: SLF001
+  setup = evaluator._setup.programs  # noqa: SLF001 (the set-up's keys and init programs)
+  return {f"evaluator {name}".strip(): fn._cache_size()  # noqa: SLF001
+          for name, fn in {**{f"setup {k}": v for k, v in setup.items()}, **pieces}.items()}
 
 
 

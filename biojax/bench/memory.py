@@ -29,7 +29,9 @@ def memory(workload: NasWorkload, config, population: int, strategies: tuple[str
                       "chunk_size": chunk_size}, "strategies": {}}
   for strategy in strategies:
     evaluator = build_evaluator(workload, strategy_config(config, strategy, chunk_size))
-    args = (genomes, train, validation, key, ones)
+    # The population program's arguments: the common initial state from the set-up program.
+    variables, step_keys = evaluator._setup(key, train["image"][0, :1])  # noqa: SLF001
+    args = (genomes, train, validation, variables, step_keys, ones)
     compiled = evaluator._program.lower(*args).compile()  # noqa: SLF001 (the jitted program)
     m = compiled.memory_analysis()
     entry = {name: int(getattr(m, f"{name}_size_in_bytes"))
@@ -39,7 +41,7 @@ def memory(workload: NasWorkload, config, population: int, strategies: tuple[str
     stats = jax.devices()[0].memory_stats()
     if stats and "peak_bytes_in_use" in stats:
       before = stats.get("bytes_in_use", 0)
-      jax.block_until_ready(evaluator.evaluate(*args))
+      jax.block_until_ready(evaluator.evaluate(genomes, train, validation, key, ones))
       stats = jax.devices()[0].memory_stats()
       entry["device_peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
       entry["device_bytes_in_use_before"] = int(before)

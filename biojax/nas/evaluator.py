@@ -3,7 +3,9 @@
 Each candidate is initialised from the caller's key (the same initial state for every
 candidate: common random numbers), trains for a proxy budget of ``steps`` on the
 same stacked training batches, and is scored by its mask-weighted accuracy on the stacked
-validation batches (docs/design.md). Four strategies:
+validation batches (docs/design.md). That initial state (and the per-step keys) comes from
+one compiled set-up program shared by every strategy and population size; four strategies
+then train and score the candidates:
 
 - ``"vmap"``: one jitted program, ``jax.vmap`` over the whole population and
   ``jax.lax.scan`` over steps (the default on accelerators);
@@ -29,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import flax
@@ -203,7 +205,12 @@ class PopulationEvaluator:
     if self.strategy == "sequential":
       return self._evaluate_sequential(genomes, train_batches, validation_batches, key,
                                        step_scale)
-    return self._program(genomes, train_batches, validation_batches, key, step_scale)
+    # The initial state is one program of its own (the same for every strategy and
+    # population size), not a part of each population program: a new population size
+    # compiles the training and validation only.
+    variables, step_keys = self._setup(key, train_batches["image"][0, :1])
+    return self._program(genomes, train_batches, validation_batches, variables, step_keys,
+                         step_scale)
 
   def _compile_count(self) -> int:
     """Number of compiled variants of the program (``jax.jit``'s cache size)."""
@@ -218,9 +225,7 @@ class PopulationEvaluator:
 
     def setup(key, sample):
       """Common random numbers: one initial state and one key per step for everyone."""
-      init_key, train_key = jax.random.split(key)
-      step_keys = jax.vmap(functools.partial(jax.random.fold_in, train_key))(
-          jnp.arange(steps))
+      init_key, step_keys = _setup_keys(key, steps)
       return flax.core.unfreeze(model.init(init_key, sample, train=False)), step_keys
 
     def start(variables, genome, scale):
@@ -276,28 +281,44 @@ class PopulationEvaluator:
           f"genomes must be (P, {len(self.space.gene_sizes)}), got {genomes.shape}.")
 
   @functools.cached_property
+  def _setup(self) -> Callable[[Array, Array], tuple[dict, Array]]:
+    """``(key, sample) -> (variables, step_keys)``: :meth:`_Pieces.setup` as two compiled
+    programs, the keys and the initialisation (:func:`biojax.train.init_program`, which the
+    search's retrain of the same network shares)."""
+    keys = jax.jit(functools.partial(_setup_keys, steps=self.steps))
+    init = train_lib.init_program(self.model,
+                                  tuple(sorted(dict(self.compiler_options).items())))
+
+    def setup(key, sample):
+      init_key, step_keys = keys(key)
+      return init(init_key, sample), step_keys
+
+    setup.programs = {"keys": keys, "init": init}
+    return setup
+
+  @functools.cached_property
   def _program(self):
     pieces = self._pieces
 
-    def run(genomes, train_batches, validation_batches, key, step_scale):
+    def run(genomes, train_batches, validation_batches, variables, step_keys, step_scale):
       self._check(genomes, train_batches)
       if self.mesh is None or self.mesh.size == 1:
-        return evaluate_local(genomes, step_scale, train_batches, validation_batches, key)
-      # The population axis is split across the mesh's devices; the data and the key are
-      # replicated, so every device builds the same initial state (common random numbers).
+        return evaluate_local(genomes, step_scale, train_batches, validation_batches,
+                              variables, step_keys)
+      # The population axis is split across the mesh's devices; the data and the initial
+      # state are replicated (common random numbers).
       population = genomes.shape[0]
       pad = -population % self.mesh.size
       padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]),
                             (genomes, step_scale))
       sharded = jax.shard_map(
-          evaluate_local, mesh=self.mesh, in_specs=(P(POPULATION_AXIS),) * 2 + (P(),) * 3,
+          evaluate_local, mesh=self.mesh, in_specs=(P(POPULATION_AXIS),) * 2 + (P(),) * 4,
           out_specs=P(POPULATION_AXIS), check_vma=False)
-      out = sharded(*padded, train_batches, validation_batches, key)
+      out = sharded(*padded, train_batches, validation_batches, variables, step_keys)
       return jax.tree.map(lambda x: x[:population], out)
 
-    def evaluate_local(genomes, step_scale, train_batches, validation_batches, key):
-      variables, step_keys = pieces.setup(key, train_batches["image"][0, :1])
-
+    def evaluate_local(genomes, step_scale, train_batches, validation_batches, variables,
+                       step_keys):
       def candidate(genome, scale):
         carry, losses = jax.lax.scan(pieces.train, pieces.start(variables, genome, scale),
                                      (train_batches, step_keys))
@@ -340,7 +361,7 @@ class PopulationEvaluator:
       return pieces.validate(state, totals, jax.tree.map(lambda x: x[v], validation_batches))
 
     return _Pieces(
-        setup=jax.jit(pieces.setup, compiler_options=options),
+        setup=self._setup,
         start=jax.jit(pieces.start, compiler_options=options),
         train=jax.jit(train, compiler_options=options),
         validate=jax.jit(validate, compiler_options=options),
@@ -370,6 +391,13 @@ class PopulationEvaluator:
       results.append(programs.finish(carry, totals, loss))
     # Stacked on the host: an eager stack would compile anew for each population size.
     return jax.tree.map(lambda *xs: jax.device_put(np.stack(xs)), *jax.device_get(results))
+
+
+def _setup_keys(key: Array, steps: int) -> tuple[Array, Array]:
+  """The initialisation key and one key per training step, from the evaluation key."""
+  init_key, train_key = jax.random.split(key)
+  return init_key, jax.vmap(functools.partial(jax.random.fold_in, train_key))(
+      jnp.arange(steps))
 
 
 class _Pieces(NamedTuple):

@@ -331,8 +331,10 @@ def retrain(config: ml_collections.ConfigDict, space: Space, model: Network,
   tx, _ = builders.build_optimizer(r)
   init_key, train_key = jax.random.split(key)
   first = transform(next(dataset.train_batches(r.batch_size, config.seed + 1)))
-  variables = jax.jit(lambda k: model.init(k, first["image"][:1], train=False),
-                      compiler_options=options)(init_key)
+  # The initialisation program of this network: the search's own when the retrain network
+  # is the search's (config.retrain.C and .N None), so it compiles once.
+  variables = train_lib.init_program(model, tuple(sorted((options or {}).items())))(
+      init_key, first["image"][:1])
   assign = space.assignment_fn(variables, model.options)
   state = train_lib.train_state_from_variables(variables, tx, assign(jnp.asarray(genome)))
   state = as_candidate(state, space.architecture(jnp.asarray(genome)))

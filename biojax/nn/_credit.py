@@ -85,8 +85,8 @@ def _local_rules(options):
 def known_rule(rule: Array, options: rules_lib.RuleOptions | None = None) -> Array:
   """True where ``rule`` (an id, possibly batched) is a registered rule that ``options``
   compiles. Inside a compiled step an unknown id cannot raise, and ``lax.switch`` (like any
-  gather) would clamp it to a valid branch: the layer's update and the error it sends below
-  are NaN instead (:func:`credit`), so the result cannot pass for another rule's."""
+  gather) would clamp it to a valid branch: :func:`biojax.learning_signal` makes every
+  update of the network NaN instead, so the result cannot pass for another rule's."""
   compiled = [options is None or options.allows(r.name) for r in rules_lib.rules()]
   in_range = (rule >= 0) & (rule < len(compiled))
   if all(compiled):
@@ -97,15 +97,15 @@ def known_rule(rule: Array, options: rules_lib.RuleOptions | None = None) -> Arr
 def _credit_bwd(forward, options, residuals, delta):
   x, w, b, rule, local_state, u = residuals
   no_state = jax.tree.map(jnp.zeros_like, local_state)
-  unknown = ~known_rule(rule, options)
+  # An id outside the compiled rules selects a clamped branch here; learning_signal turns
+  # the whole network's update into NaN for it (one select per parameter, not one per layer
+  # in this backward pass, which cost about 9% of the MLP's bp step: docs/performance.md).
   _, transpose_x = jax.vjp(lambda x_: forward(x_, b), x)
   (dx,) = transpose_x(delta)
-  dx = jnp.where(unknown, jnp.nan, dx)
   _, transpose_w = jax.vjp(lambda w_: forward(x, w_), w)
   local = _local_rules(options)
   if not local:
-    dw = jnp.where(unknown, jnp.nan, transpose_w(delta)[0])
-    return dx, dw, jnp.zeros_like(b), None, no_state
+    return dx, transpose_w(delta)[0], jnp.zeros_like(b), None, no_state
   # Branch 0: error-driven (the signal is the error delta, the update x^T delta); branch k:
   # the k-th local rule. Only elementwise work is inside lax.switch: the one transposed
   # product (x^T signal) is outside, because XLA on CPU runs a convolution inside a
@@ -120,7 +120,7 @@ def _credit_bwd(forward, options, residuals, delta):
   (pre_post,) = transpose_w(signal)
   updates = [lambda: pre_post] + [
       functools.partial(r.local_update, pre_post, w, u, signal, options.of(r)) for r in local]
-  dw = jnp.where(unknown, jnp.nan, jax.lax.switch(index, updates))
+  dw = jax.lax.switch(index, updates)
   return dx, dw, jnp.zeros_like(b), None, no_state
 
 

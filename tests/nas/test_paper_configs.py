@@ -1,11 +1,12 @@
-"""The paper-scale search configs (experiments/nas_*.py): their budgets, a dry run of each
-on mock data with tiny sizes, and the full-size network of each traced and lowered.
+"""The paper-scale search configs (experiments/nas_*.py): their budgets; each config's data
+set and networks; a dry run of one config per space on mock data with tiny sizes; and the
+full-size networks counted, one per space and DARTS variant traced and lowered.
 
-Dry runs: TFDS's ``tfds.testing.mock_data`` stands in for CIFAR-10, CIFAR-100,
-ImageNet16-120 and ImageNet (random images of the real shapes and label ranges; nothing is
-downloaded), the networks shrink to C=4 (N=1 / 3 cells), and the search to one generation
-of one candidate, 2 proxy steps, the baselines and a 1-step retrain, so each run compiles
-only tiny programs (XLA backend optimisations off).
+Data: TFDS's ``tfds.testing.mock_data`` stands in for CIFAR-10, CIFAR-100, ImageNet16-120
+and ImageNet (random images of the real shapes and label ranges; nothing is downloaded).
+Dry runs: the networks shrink to C=4 (N=1 / 3 cells), and the search to one generation of
+one candidate, 2 proxy steps, the baselines and the retrain's test (no step), so each run
+compiles only tiny programs (XLA backend optimisations off).
 
 Full size: ``jax.eval_shape`` of each config's retrain network (its parameter count against
 the published one) and ``jax.jit(train_step).lower(...)`` on abstract inputs of the full
@@ -102,8 +103,10 @@ def tiny(name: str, data_dir: str):
                        "eval_batch_size": 8, "learning_rate": 0.01,
                        "compiler_options": FAST_COMPILE})
   config.baselines.random_rules = 1
-  # The retrain keeps the config's validation_size (0: the whole training split).
-  config.retrain.update({"steps": 1, "batch_size": 8, "eval_batch_size": 16,
+  # The retrain keeps the config's validation_size (0: the whole training split). No step:
+  # its initialisation is the search's program and it is tested once; its training steps are
+  # tests/nas/test_search.py's and test_search_darts.py's.
+  config.retrain.update({"steps": 0, "batch_size": 8, "eval_batch_size": 16,
                          "C": 4, "learning_rate": 0.01})
   if darts_space:
     config.retrain.layers = 3
@@ -127,23 +130,59 @@ def dry_run(name: str, tmp_path) -> None:
   assert report["candidates_evaluated"] == 1 and report["failed_candidates"] == 0
   assert set(report["single_rule_validation_accuracy"]) == {"bp", "fa"}
   assert len(report["random_rules_validation_accuracy"]) == 1
-  assert 0.0 <= report["test_accuracy"] <= 1.0 and report["retrain_steps"] == 1
+  assert 0.0 <= report["test_accuracy"] <= 1.0 and report["retrain_steps"] == 0
 
 
-# The dry runs share no compiled program across configs: each class is a unit that
-# pytest-xdist (--dist loadscope) may give to a worker of its own.
-@pytest.mark.slow  # each run compiles about eight tiny programs: 1-2 min on 2 loaded cores
+def data_and_network(name: str, tmp_path) -> None:
+  """What differs between the configs of one space, without running a program: the config's
+  checks, its data set (TFDS mock) carved and transformed as the search and the retrain read
+  it, and its search and retrain networks for the data set's classes (shapes only)."""
+  examples, validation_size, classes, _ = CONFIGS[name]
+  config = tiny(name, str(tmp_path / "tfds"))
+  search_lib.check_search_config(config)
+  with tfds.testing.mock_data(num_examples=examples):
+    dataset = search_lib._dataset(config, config.validation_size)
+    train, validation = search_lib.proxy_batches(config, dataset)
+    test = next(iter(dataset.eval_batches("test", config.retrain.eval_batch_size)))
+  assert dataset.num_classes == classes and dataset.num_validation == validation_size
+  side = 16 if "imagenet16" in name else 32
+  assert train["image"].shape == (2, 8, side, side, 3)
+  assert train["image"].dtype == np.float32 and np.isfinite(train["image"]).all()
+  assert validation["mask"].sum() == validation_size
+  for labels in (train["label"], validation["label"], test["label"]):
+    assert labels.min() >= 0 and labels.max() < classes
+  space = search_lib.build_space(config)
+  genome = np.asarray(space.random_genomes(jax.random.key(0), 1))[0]
+  for model in (search_lib.build_network(config, space, classes),
+                search_lib.build_network(config, space, classes, config.retrain.C,
+                                         config.retrain.get("N"),
+                                         layers=config.retrain.get("layers"), genome=genome)):
+    network = space.network_for(model, genome)
+    logits = jax.eval_shape(
+        lambda k, n=network: n.init_with_output(k, train["image"][0, :1], train=False)[0],
+        jax.random.key(0))
+    assert logits.shape == (1, classes)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_data_and_network_of_each_config(name, tmp_path):
+  data_and_network(name, tmp_path)
+
+
+# One dry run per space: the configs of a space differ only in what
+# test_data_and_network_of_each_config checks (their data sets and classes), and a dry run
+# compiles its own tiny programs (1-2 minutes on 2 loaded cores). The two classes are units
+# that pytest-xdist (--dist loadscope) may give to different workers.
+@pytest.mark.slow
 class TestDryRunNB201:
-  @pytest.mark.parametrize("name", [n for n in CONFIGS if "nb201" in n])
-  def test_dry_run_on_mock_data(self, name, tmp_path):
-    dry_run(name, tmp_path)
+  def test_dry_run_on_mock_data(self, tmp_path):
+    dry_run("nas_nb201_cifar10", tmp_path)
 
 
 @pytest.mark.slow
 class TestDryRunDarts:
-  @pytest.mark.parametrize("name", [n for n in CONFIGS if "darts" in n])
-  def test_dry_run_on_mock_data(self, name, tmp_path):
-    dry_run(name, tmp_path)
+  def test_dry_run_on_mock_data(self, tmp_path):
+    dry_run("nas_darts_cifar10", tmp_path)
 
 
 def full_size_network(config, num_classes):
@@ -199,8 +238,22 @@ def lower_full_size(name: str) -> None:
                           jax.tree.map(lambda x: x.shape, state.params))
 
 
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_full_size_parameter_count(name):
+  config = load_config(name)
+  _, _, classes, side = CONFIGS[name]
+  space, model, genome = full_size_network(config, classes)
+  image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0),
+                             image)
+  assert space.parameter_count(variables["params"], genome) == PARAMETERS[name]
+
+
+# Lowered: one network per space and DARTS variant (the three NAS-Bench-201 configs differ
+# only in the classifier's width and the image side, checked above).
 @pytest.mark.slow  # tracing and lowering a full network: 30-50 s on 2 loaded cores
 class TestFullSizeNetworks:
-  @pytest.mark.parametrize("name", list(CONFIGS))
+  @pytest.mark.parametrize("name", ["nas_nb201_cifar10", "nas_darts_cifar10",
+                                    "nas_darts_imagenet"])
   def test_full_size_network_traces_and_lowers(self, name):
     lower_full_size(name)

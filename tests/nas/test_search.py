@@ -1,6 +1,6 @@
 """The search loop: report and outputs, no recompilation after the first generation,
 baselines equal to direct evaluations, resume after a kill equals an uninterrupted search,
-and a search whose every candidate diverges fails with a clear error.
+and a search whose every candidate fails ends with a clear error.
 
 All searches here share one compiled evaluator (``build_evaluator`` caches it on the
 settings): a tiny NB201 network (C=4, N=1) on the 8x8 synthetic data set."""
@@ -182,17 +182,25 @@ def test_killed_search_resumes_to_the_same_result(reference, tmp_path):
   assert int(state.generation) == 3 and int(state.num_evaluated) == 12
 
 
-def test_search_where_every_candidate_diverges(tmp_path):
-  # Its own (smaller) programs: a BP-only space, 2 candidates of 2 steps.
-  config = tiny_config(**{"proxy.learning_rate": 1e30, "search.generations": 1,
-                          "space.rules": ("bp",), "search.population_size": 2,
-                          "search.num_children": 2, "proxy.steps": 2,
-                          "proxy.validation_examples": 64})
+def test_search_where_every_candidate_fails(reference, tmp_path, monkeypatch):
+  # The reference search's compiled programs (equal space, network and proxy settings; the
+  # sequential programs do not depend on the population size), with NaN training images:
+  # every candidate's loss is NaN from its first step.
+  proxy_batches = search_lib.proxy_batches
+
+  def nan_images(config, dataset):
+    train, validation = proxy_batches(config, dataset)
+    return {**train, "image": np.full_like(train["image"], np.nan)}, validation
+
+  monkeypatch.setattr(search_lib, "proxy_batches", nan_images)
+  config = tiny_config(**{"search.generations": 1, "search.population_size": 2,
+                          "search.num_children": 2})
   with pytest.raises(search_lib.SearchFailedError, match="All 2 candidates failed"):
     search_lib.search(config, str(tmp_path))
   rows = jsonl(os.path.join(str(tmp_path), search_lib.CANDIDATES_FILE))
   assert len(rows) == 2 and all(r["failed"] for r in rows)
-  assert all(r["reason"] != "ok" and r["fitness"] is None for r in rows)
+  assert all(r["reason"] == "non-finite training loss" and r["fitness"] is None
+             and r["failed_step"] == 0 for r in rows)
 
 
 def test_bad_config_values_are_named():
