@@ -285,15 +285,15 @@ class PopulationEvaluator:
     """``(key, sample) -> (variables, step_keys)``: :meth:`_Pieces.setup` as two compiled
     programs, the keys and the initialisation (:func:`biojax.train.init_program`, which the
     search's retrain of the same network shares)."""
-    keys = jax.jit(functools.partial(_setup_keys, steps=self.steps))
     init = train_lib.init_program(self.model,
                                   tuple(sorted(dict(self.compiler_options).items())))
+    steps = self.steps
 
     def setup(key, sample):
-      init_key, step_keys = keys(key)
+      init_key, step_keys = _setup_keys_program(key, steps)
       return init(init_key, sample), step_keys
 
-    setup.programs = {"keys": keys, "init": init}
+    setup.programs = {"keys": _setup_keys_program, "init": init}
     return setup
 
   @functools.cached_property
@@ -398,6 +398,11 @@ def _setup_keys(key: Array, steps: int) -> tuple[Array, Array]:
   init_key, train_key = jax.random.split(key)
   return init_key, jax.vmap(functools.partial(jax.random.fold_in, train_key))(
       jnp.arange(steps))
+
+
+# One program per number of steps for the whole process (every evaluator, every DARTS
+# architecture): the keys do not depend on the network.
+_setup_keys_program = jax.jit(_setup_keys, static_argnums=1)
 
 
 class _Pieces(NamedTuple):
