@@ -5,8 +5,8 @@ full-size networks counted, one per space and DARTS variant traced and lowered.
 Data: TFDS's ``tfds.testing.mock_data`` stands in for CIFAR-10, CIFAR-100, ImageNet16-120
 and ImageNet (random images of the real shapes and label ranges; nothing is downloaded).
 Dry runs: the networks shrink to C=4 (N=1 / 3 cells), and the search to one generation of
-one candidate, 2 proxy steps, the baselines and the retrain's test (no step), so each run
-compiles only tiny programs (XLA backend optimisations off).
+one candidate, 2 proxy steps, the baselines and a 1-step retrain, so each run compiles
+only tiny programs (XLA backend optimisations off).
 
 Full size: ``jax.eval_shape`` of each config's retrain network (its parameter count against
 the published one) and ``jax.jit(train_step).lower(...)`` on abstract inputs of the full
@@ -103,10 +103,9 @@ def tiny(name: str, data_dir: str):
                        "eval_batch_size": 8, "learning_rate": 0.01,
                        "compiler_options": FAST_COMPILE})
   config.baselines.random_rules = 1
-  # The retrain keeps the config's validation_size (0: the whole training split). No step:
-  # its initialisation is the search's program and it is tested once; its training steps are
-  # tests/nas/test_search.py's and test_search_darts.py's.
-  config.retrain.update({"steps": 0, "batch_size": 8, "eval_batch_size": 16,
+  # The retrain keeps the config's validation_size (0: the whole training split); its
+  # initialisation is the search's program (biojax.train.init_program).
+  config.retrain.update({"steps": 1, "batch_size": 8, "eval_batch_size": 16,
                          "C": 4, "learning_rate": 0.01})
   if darts_space:
     config.retrain.layers = 3
@@ -130,7 +129,7 @@ def dry_run(name: str, tmp_path) -> None:
   assert report["candidates_evaluated"] == 1 and report["failed_candidates"] == 0
   assert set(report["single_rule_validation_accuracy"]) == {"bp", "fa"}
   assert len(report["random_rules_validation_accuracy"]) == 1
-  assert 0.0 <= report["test_accuracy"] <= 1.0 and report["retrain_steps"] == 0
+  assert 0.0 <= report["test_accuracy"] <= 1.0 and report["retrain_steps"] == 1
 
 
 def data_and_network(name: str, tmp_path) -> None:
