@@ -30,6 +30,7 @@ from biojax.studies import (
     sparse_rule_label_free,
     sparse_rule_sweep,
 )
+from biojax.workdir import workdir_lock
 
 # config.task -> the function run on (config, workdir); each returns its report.
 TASKS: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
@@ -63,7 +64,8 @@ def task_of(config: ml_collections.ConfigDict) -> Callable[[ml_collections.Confi
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs ``config``'s task in ``workdir`` and returns its report."""
-  report = task_of(config)(config, workdir)
+  with workdir_lock(workdir):  # one run per workdir, for every task (biojax.workdir)
+    report = task_of(config)(config, workdir)
   if report.get("interrupted"):
     where = ", ".join(f"{k} {report[k]}" for k in ("step", "generation", "run") if k in report)
     logging.info("Interrupted (%s); the state is saved: run the same command to resume.",

@@ -42,6 +42,7 @@ from biojax.metrics import MetricsWriter, read_metrics, to_json
 from biojax.nn.assignment import validate_assignment
 from biojax.plots import plot_alignment, plot_curves
 from biojax.preemption import Preemption
+from biojax.workdir import workdir_lock
 
 __all__ = ["NonFiniteLossError", "train_and_evaluate"]
 
@@ -169,6 +170,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       prepare it).
     NonFiniteLossError: the loss became NaN/Inf; the last good checkpoint is kept.
   """
+  with workdir_lock(workdir):  # one run per workdir (biojax.workdir)
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_time = time.time()
   builders.check_config(config)
   workdir = os.path.abspath(workdir)

@@ -3,9 +3,10 @@
 Each candidate is initialised from the caller's key (the same initial state for every
 candidate: common random numbers), trains for a proxy budget of ``steps`` on the
 same stacked training batches, and is scored by its mask-weighted accuracy on the stacked
-validation batches (docs/design.md). That initial state (and the per-step keys) comes from
-one compiled set-up program shared by every strategy and population size; four strategies
-then train and score the candidates:
+validation batches (docs/design.md). That initial state and the per-step keys come from a
+set-up shared by every strategy and population size (two small programs: the keys, and the
+network's initialisation, :func:`biojax.train.init_program`); four strategies then train
+and score the candidates:
 
 - ``"vmap"``: one jitted program, ``jax.vmap`` over the whole population and
   ``jax.lax.scan`` over steps (the default on accelerators);
@@ -205,8 +206,8 @@ class PopulationEvaluator:
     if self.strategy == "sequential":
       return self._evaluate_sequential(genomes, train_batches, validation_batches, key,
                                        step_scale)
-    # The initial state is one program of its own (the same for every strategy and
-    # population size), not a part of each population program: a new population size
+    # The initial state comes from the set-up's programs (the same for every strategy and
+    # population size), not from a part of each population program: a new population size
     # compiles the training and validation only.
     variables, step_keys = self._setup(key, train_batches["image"][0, :1])
     return self._program(genomes, train_batches, validation_batches, variables, step_keys,

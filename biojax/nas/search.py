@@ -61,6 +61,7 @@ from biojax.nas import space as space_lib
 from biojax.nas.candidate import as_candidate
 from biojax.nas.evolution import EvolutionState, RandomSearch, RegularizedEvolution
 from biojax.preemption import Preemption, format_eta
+from biojax.workdir import workdir_lock
 
 HISTORY_FILE = "history.jsonl"
 CANDIDATES_FILE = "candidates.jsonl"
@@ -477,6 +478,12 @@ def search(config: ml_collections.ConfigDict, workdir: str,
       prepare it).
     SearchFailedError: every candidate failed, so there is nothing to retrain.
   """
+  with workdir_lock(workdir):  # one run per workdir (biojax.workdir)
+    return _search(config, workdir, on_generation)
+
+
+def _search(config: ml_collections.ConfigDict, workdir: str,
+           on_generation: Callable[[dict], Any] | None = None) -> dict:
   start_time = time.time()
   check_search_config(config)
   workdir = os.path.abspath(workdir)
