@@ -64,8 +64,9 @@ def task_of(config: ml_collections.ConfigDict) -> Callable[[ml_collections.Confi
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs ``config``'s task in ``workdir`` and returns its report."""
+  task = task_of(config)  # an unknown task fails before the workdir is touched
   with workdir_lock(workdir):  # one run per workdir, for every task (biojax.workdir)
-    report = task_of(config)(config, workdir)
+    report = task(config, workdir)
   if report.get("interrupted"):
     where = ", ".join(f"{k} {report[k]}" for k in ("step", "generation", "run") if k in report)
     logging.info("Interrupted (%s); the state is saved: run the same command to resume.",

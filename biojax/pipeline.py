@@ -170,6 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       prepare it).
     NonFiniteLossError: the loss became NaN/Inf; the last good checkpoint is kept.
   """
+  builders.check_config(config)  # a bad config fails before the workdir is touched
   with workdir_lock(workdir):  # one run per workdir (biojax.workdir)
     return _train_and_evaluate(config, workdir)
 

@@ -478,6 +478,7 @@ def search(config: ml_collections.ConfigDict, workdir: str,
       prepare it).
     SearchFailedError: every candidate failed, so there is nothing to retrain.
   """
+  check_search_config(config)  # a bad config fails before the workdir is touched
   with workdir_lock(workdir):  # one run per workdir (biojax.workdir)
     return _search(config, workdir, on_generation)
 
