@@ -86,9 +86,10 @@ def learning_signal(model: nn.Module, variables: Mapping, batch: Mapping,
   # A rule id outside the compiled rules (a stale or corrupt assignment) ran as a clamped
   # branch of lax.switch: every update is NaN instead, so the step cannot pass for a valid
   # one (outside jit, validate_assignment refuses such an id with its layer).
-  known = jnp.all(jnp.stack([jnp.all(known_rule(r, options))
-                             for r in assignment.rule.values()]))
-  updates = jax.tree.map(lambda u: jnp.where(known, u, jnp.nan), updates)
+  if assignment.rule:
+    known = jnp.all(jnp.stack([jnp.all(known_rule(r, options))
+                               for r in assignment.rule.values()]))
+    updates = jax.tree.map(lambda u: jnp.where(known, u, jnp.nan), updates)
   new_state = {**state, **mutated}
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   return updates, new_state, {"loss": loss, "accuracy": accuracy}

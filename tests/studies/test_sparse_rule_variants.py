@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from biojax import main
+from biojax import workdir as workdir_lib
 from biojax.studies import sparse_rule_ablation as ablation
 from biojax.studies import sparse_rule_sweep as sweep
 from experiments import sparse_rule as sparse_rule_config
@@ -98,7 +99,9 @@ def test_unknown_fields_and_names_fail_before_any_work(tmp_path):
   config.names = ("full,no_such",)  # a comma list from the command line
   with pytest.raises(ValueError, match="Unknown ablation 'no_such'. Valid ablations: "):
     main.run(config, str(tmp_path))
-  assert not list(tmp_path.iterdir())
+  # Nothing was started: the workdir holds only main.run's lock, released and empty.
+  assert [p.name for p in tmp_path.iterdir()] == [workdir_lib.LOCK_FILE]
+  assert (tmp_path / workdir_lib.LOCK_FILE).read_text() == ""
 
 
 def test_dale_and_log_ks_against_hand_counts():
