@@ -43,7 +43,7 @@ def test_a_second_run_on_a_workdir_in_use_fails_at_once_and_writes_nothing(tmp_p
   try:
     assert _lock_text(tmp_path).split()[0] == str(holder.pid)
     configs = {"train": train.get_config(), "search": quickstart.get_config()}
-    for name, config in configs.items():
+    for config in configs.values():
       with pytest.raises(workdir_lib.WorkdirInUseError,
                          match=f"workdir {tmp_path} is in use by process {holder.pid}"):
         main.run(config, str(tmp_path))

@@ -26,7 +26,6 @@ def _evaluator_programs(evaluator: evaluator_lib.PopulationEvaluator) -> dict[st
   # noqa reasons: the jitted programs are private attributes of the evaluator.
   if evaluator.strategy == "sequential":
     pieces = evaluator._sequential_programs._asdict()  # noqa: SLF001
-    del pieces["setup"]
   else:
     pieces = {"": evaluator._program}  # noqa: SLF001
   setup = evaluator._setup.programs  # noqa: SLF001 (the set-up's keys and init programs)

@@ -35,7 +35,6 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -224,11 +223,6 @@ class PopulationEvaluator:
     train_step = train_lib.make_train_step(model, tx)
     eval_step = train_lib.make_eval_step(model)
 
-    def setup(key, sample):
-      """Common random numbers: one initial state and one key per step for everyone."""
-      init_key, step_keys = _setup_keys(key, steps)
-      return flax.core.unfreeze(model.init(init_key, sample, train=False)), step_keys
-
     def start(variables, genome, scale):
       # The assignment is built from these variables (inside a trace their dict lists the
       # layers in the order of application).
@@ -270,7 +264,7 @@ class PopulationEvaluator:
               "failed_step": failed_step}
       return fitness, info
 
-    return _Pieces(setup, start, train, validate, finish)
+    return _Pieces(start, train, validate, finish)
 
   def _check(self, genomes, train_batches) -> None:
     images = train_batches["image"]
@@ -283,9 +277,10 @@ class PopulationEvaluator:
 
   @functools.cached_property
   def _setup(self) -> Callable[[Array, Array], tuple[dict, Array]]:
-    """``(key, sample) -> (variables, step_keys)``: :meth:`_Pieces.setup` as two compiled
-    programs, the keys and the initialisation (:func:`biojax.train.init_program`, which the
-    search's retrain of the same network shares)."""
+    """``(key, sample) -> (variables, step_keys)``: common random numbers, one initial state
+    and one key per step for every candidate, from two compiled programs: the keys and the
+    initialisation (:func:`biojax.train.init_program`, which the search's retrain of the same
+    network shares)."""
     init = train_lib.init_program(self.model,
                                   tuple(sorted(dict(self.compiler_options).items())))
     steps = self.steps
@@ -362,7 +357,6 @@ class PopulationEvaluator:
       return pieces.validate(state, totals, jax.tree.map(lambda x: x[v], validation_batches))
 
     return _Pieces(
-        setup=self._setup,
         start=jax.jit(pieces.start, compiler_options=options),
         train=jax.jit(train, compiler_options=options),
         validate=jax.jit(validate, compiler_options=options),
@@ -376,7 +370,7 @@ class PopulationEvaluator:
     programs = self._sequential_programs
     train_batches = jax.device_put(dict(train_batches))
     validation_batches = jax.device_put(dict(validation_batches))
-    variables, step_keys = programs.setup(key, train_batches["image"][0, :1])
+    variables, step_keys = self._setup(key, train_batches["image"][0, :1])
     num_validation = int(np.shape(validation_batches["label"])[0])
     results = []
     # Host copies: iterating over device arrays would dispatch (and compile) slicing ops.
@@ -407,7 +401,6 @@ _setup_keys_program = jax.jit(_setup_keys, static_argnums=1)
 
 
 class _Pieces(NamedTuple):
-  setup: Any  # (key, sample) -> (variables, step_keys)
   start: Any  # (variables, genome, scale) -> carry = (state, failed_step, reason)
   train: Any  # (carry, (batch, step_key)) -> (carry, loss)
   validate: Any  # (state, totals, batch) -> totals

@@ -486,7 +486,6 @@ def search(config: ml_collections.ConfigDict, workdir: str,
 def _search(config: ml_collections.ConfigDict, workdir: str,
            on_generation: Callable[[dict], Any] | None = None) -> dict:
   start_time = time.time()
-  check_search_config(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0

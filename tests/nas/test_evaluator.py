@@ -203,7 +203,7 @@ def test_step_scale_is_set_apart_from_adams_moments():
                                 learning_rate=0.01, compiler_options=FAST_COMPILE)
   # Jitted pieces (eager, the initialisation alone dispatches hundreds of ops); the initial
   # variables do not depend on the optimizer: the sequential evaluator's compiled setup.
-  variables, _ = evaluator("sequential")._sequential_programs.setup(KEY, TRAIN["image"][0, :1])
+  variables, _ = evaluator("sequential")._setup(KEY, TRAIN["image"][0, :1])
   state, failed_step, reason = adam._sequential_programs.start(variables, GENOMES[0],
                                                                np.float32(0.5))
   base, scale_state = state.opt_state

@@ -211,15 +211,21 @@ PARAMETERS = {
 }
 
 
-def lower_full_size(name: str) -> None:
+def full_size_variables(name: str):
+  """The config, its full-size retrain network and genome, and the network's variable
+  shapes (``jax.eval_shape`` of its initialisation: nothing is computed)."""
   config = load_config(name)
   _, _, classes, side = CONFIGS[name]
   space, model, genome = full_size_network(config, classes)
   image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
   variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0),
                              image)
-  assert space.parameter_count(variables["params"], genome) == PARAMETERS[name]
+  return config, space, model, genome, variables
 
+
+def lower_full_size(name: str) -> None:
+  config, space, model, genome, variables = full_size_variables(name)
+  side = CONFIGS[name][3]
   r = config.retrain
   tx, _ = builders.build_optimizer(r)
   assign = space.assignment_fn(variables, model.options)
@@ -239,12 +245,7 @@ def lower_full_size(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_full_size_parameter_count(name):
-  config = load_config(name)
-  _, _, classes, side = CONFIGS[name]
-  space, model, genome = full_size_network(config, classes)
-  image = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
-  variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0),
-                             image)
+  _, space, _, genome, variables = full_size_variables(name)
   assert space.parameter_count(variables["params"], genome) == PARAMETERS[name]
 
 
