@@ -20,7 +20,7 @@ from flax import traverse_util
 
 from biojax import rules as rules_lib
 from biojax.nn._credit import known_rule
-from biojax.nn.assignment import Assignment
+from biojax.nn.assignment import Assignment, leading_axes
 from biojax.nn.layers import ACTIVITY, DFA_TAPS
 
 Array = jax.Array
@@ -150,8 +150,9 @@ def update_rule_state(feedback: Mapping, params_old: Mapping, params_new: Mappin
         if name not in state:
           raise KeyError(f"Rule {r.name!r}: after_step returned {name!r}, which is not a "
                          f"state variable of layer {layer_name} ({', '.join(state)}).")
-        out[(*layer, name)] = jnp.where(rule == rules_lib.rule_id(r.name), value,
-                                        out[(*layer, name)])
+        out[(*layer, name)] = jnp.where(
+            leading_axes(rule == rules_lib.rule_id(r.name), value), value,
+            out[(*layer, name)])
   return traverse_util.unflatten_dict(out)
 
 
@@ -172,6 +173,7 @@ def structural_plasticity(params: Mapping, assignment: Assignment,
     for r in hooked:
       changed = r.structural(out[path], options.of(r))
       if changed is not out[path]:
-        out[path] = jnp.where(assignment.rule[layer] == rules_lib.rule_id(r.name), changed,
-                              out[path])
+        out[path] = jnp.where(
+            leading_axes(assignment.rule[layer] == rules_lib.rule_id(r.name), changed),
+            changed, out[path])
   return traverse_util.unflatten_dict(out)

@@ -199,7 +199,9 @@ def transform_images(images: np.ndarray, crop: int | None, pool: int) -> np.ndar
   return images
 
 
-def _transform(config: ml_collections.ConfigDict) -> Callable[[Mapping], dict]:
+def image_transform(config: ml_collections.ConfigDict) -> Callable[[Mapping], dict]:
+  """The batch transform of ``config.image_crop`` and ``config.image_pool``
+  (:func:`transform_images`), float32 images."""
   def apply(batch: Mapping) -> dict:
     out = dict(batch)
     out["image"] = transform_images(np.asarray(batch["image"]), config.image_crop,
@@ -213,7 +215,7 @@ def proxy_batches(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
   """The stacked proxy training batches ``(steps, b, ...)`` and validation batches
   ``(V, b, ...)`` (the first ``config.proxy.validation_examples`` of the validation split;
   None: all of it)."""
-  p, transform = config.proxy, _transform(config)
+  p, transform = config.proxy, image_transform(config)
   train = evaluator_lib.stack_train_batches(
       map(transform, dataset.train_batches(p.batch_size, config.seed)), p.steps)
   limit = p.validation_examples or dataset.num_validation
@@ -326,7 +328,7 @@ def retrain(config: ml_collections.ConfigDict, space: Space, model: Network,
   was not finite (``failed_step``; None when training went well) and seconds.
   ``model`` is the network of ``genome``'s architecture (DARTS: built with ``genome=``);
   ``config.retrain.compiler_options`` (optional) are passed to the compiled steps."""
-  r, transform = config.retrain, _transform(config)
+  r, transform = config.retrain, image_transform(config)
   options = dict(r.get("compiler_options") or {}) or None
   start = time.time()
   tx, _ = builders.build_optimizer(r)
@@ -437,7 +439,7 @@ def run_baselines(config: ml_collections.ConfigDict, space: Space, evaluator, be
   }
 
 
-def _dataset(config: ml_collections.ConfigDict, validation_size: int) -> data_lib.Dataset:
+def dataset_of(config: ml_collections.ConfigDict, validation_size: int) -> data_lib.Dataset:
   """``config.dataset`` with ``validation_size`` examples carved out of its training split
   (``config.image_size``, if the config has it, goes to imagenet2012)."""
   extra = {}
@@ -449,14 +451,20 @@ def _dataset(config: ml_collections.ConfigDict, validation_size: int) -> data_li
       limit_train=config.limit_train, **extra)
 
 
+def check_search_config_retrain(config: ml_collections.ConfigDict) -> None:
+  """Clear errors for the retrain's budget (``config.retrain``)."""
+  for name in ("steps", "batch_size", "eval_batch_size"):
+    if config.retrain[name] < 0 or (name != "steps" and config.retrain[name] < 1):
+      raise ValueError(f"config.retrain.{name}={config.retrain[name]} must be "
+                       f"{'>= 0' if name == 'steps' else '>= 1'}.")
+
+
 def check_search_config(config: ml_collections.ConfigDict) -> None:
   """Clear errors for values the builders would not catch early."""
   for name in ("steps", "batch_size", "eval_batch_size"):
     if config.proxy[name] < 1:
       raise ValueError(f"config.proxy.{name}={config.proxy[name]} must be >= 1.")
-  for name in ("steps", "batch_size", "eval_batch_size"):
-    if config.retrain[name] < 0 or (name != "steps" and config.retrain[name] < 1):
-      raise ValueError(f"config.retrain.{name}={config.retrain[name]} is invalid.")
+  check_search_config_retrain(config)
   if config.search.generations < 1:
     raise ValueError(f"config.search.generations={config.search.generations} must be >= 1.")
   if config.baselines.random_rules < 0:
@@ -491,7 +499,7 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
   is_chief = jax.process_index() == 0
   config_json = to_json(config)
 
-  dataset = _dataset(config, config.validation_size)
+  dataset = dataset_of(config, config.validation_size)
   space = build_space(config)
   strategy = build_strategy(config, space)
   model = build_network(config, space, dataset.num_classes)
@@ -623,7 +631,7 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
       # split as the search).
       retrain_validation = config.retrain.get("validation_size")
       retrain_data = (dataset if retrain_validation is None
-                      else _dataset(config, retrain_validation))
+                      else dataset_of(config, retrain_validation))
       retrained = retrain(config, space, retrain_model, best, retrain_data,
                           jax.random.fold_in(root, _RETRAIN_STREAM))
       logging.info("Retrained the best genome for %d steps: test accuracy %s (%.1f s).",

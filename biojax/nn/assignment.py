@@ -216,10 +216,21 @@ def geometry_tree(assignment: Assignment, params: Mapping) -> dict:
   for path in flat:
     layer = "/".join(path[:-1])
     if path[-1] == "kernel" and layer in assignment.geometry:
-      out[path] = jnp.asarray(assignment.geometry[layer], jnp.int32)
+      out[path] = leading_axes(jnp.asarray(assignment.geometry[layer], jnp.int32),
+                               flat[path])
     else:
       out[path] = jnp.zeros((), jnp.int32)
   return traverse_util.unflatten_dict(out)
+
+
+def leading_axes(value: Array, leaf: Array) -> Array:
+  """``value`` (a layer's rule id or geometry) with trailing axes of size 1 so that it
+  broadcasts against ``leaf`` (one of the layer's variables). A layer whose variables carry
+  leading axes of their own (the supernet's rule copies, ``(rules, *kernel_shape)``) holds
+  one id per entry of those axes; a scalar id is returned as it is."""
+  value = jnp.asarray(value)
+  extra = jnp.ndim(leaf) - value.ndim
+  return value.reshape(value.shape + (1,) * extra) if value.ndim and extra > 0 else value
 
 
 def stack(trees: Sequence):

@@ -54,16 +54,48 @@ class ConvForward:
   padding: str | tuple[tuple[int, int], ...]
   kernel_dilation: tuple[int, ...]
   feature_group_count: int
+  unrolled: bool = False
 
   def __call__(self, x: Array, w: Array) -> Array:
     spatial = "HW" if x.ndim == 4 else "H" if x.ndim == 3 else None
     if spatial is None:
       raise ValueError(f"Conv expects (batch, H, W, C) or (batch, L, C) inputs, got {x.shape}.")
+    if self.unrolled and x.ndim == 4 and not isinstance(self.padding, str):
+      if w.shape[:2] == (1, 1) and self.feature_group_count == 1:
+        return self._pointwise(x, w)
+      if w.shape[2] == 1 and self.feature_group_count == x.shape[-1] == w.shape[3]:
+        return self._depthwise(x, w)
     layout = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
     return jax.lax.conv_general_dilated(
         x, w, window_strides=self.strides, padding=self.padding,
         rhs_dilation=self.kernel_dilation, dimension_numbers=layout,
         feature_group_count=self.feature_group_count)
+
+  # The unrolled forms (``unrolled=True``): a 1x1 convolution as a contraction over channels
+  # and a depthwise one as a sum of shifted, scaled copies of the input. Both are linear in x
+  # and in w, as the credit assignment needs, and under jax.vmap with batched kernels they
+  # stay contractions and elementwise products, where XLA on CPU runs the batched (grouped)
+  # convolutions of lax.conv tens of times slower (the supernet's rule copies:
+  # docs/bionas.md).
+  def _pad(self, x: Array) -> Array:
+    return jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
+
+  def _pointwise(self, x: Array, w: Array) -> Array:
+    x = self._pad(x)[:, ::self.strides[0], ::self.strides[1], :]
+    return jnp.einsum("bhwc,co->bhwo", x, w[0, 0])
+
+  def _depthwise(self, x: Array, w: Array) -> Array:
+    xp = self._pad(x)
+    (kh, kw), (dh, dw), (sh, sw) = w.shape[:2], self.kernel_dilation, self.strides
+    out_h = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    total = 0.0
+    for i in range(kh):
+      for j in range(kw):
+        window = xp[:, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
+                    j * dw:j * dw + sw * (out_w - 1) + 1:sw, :]
+        total = total + window * w[i, j, 0]
+    return total
 
 
 # Position of each rule-aware layer in the order of application, counted per model.init
@@ -177,7 +209,10 @@ class Conv(_RuleAware):
 
   Supports stride, padding (``"SAME"``, ``"VALID"`` or explicit pairs), kernel dilation and
   feature groups (``feature_group_count = in_channels`` gives a depthwise convolution; with a
-  following 1x1 ``Conv`` a separable one). Attributes as :class:`Dense`.
+  following 1x1 ``Conv`` a separable one). Attributes as :class:`Dense`, and ``unrolled``:
+  compute a 1x1 or a depthwise convolution (explicit padding) as a channel contraction or a
+  sum of shifted copies, the fast form on CPU under ``jax.vmap`` with batched kernels
+  (the same function; other convolutions are unaffected).
   """
 
   features: int
@@ -191,6 +226,7 @@ class Conv(_RuleAware):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
   options: rules_lib.RuleOptions = rules_lib.RuleOptions()
+  unrolled: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -214,5 +250,5 @@ class Conv(_RuleAware):
                         (*window, in_features // self.feature_group_count, self.features))
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     forward = ConvForward(as_tuple(self.strides), padding, as_tuple(self.kernel_dilation),
-                          self.feature_group_count)
+                          self.feature_group_count, self.unrolled)
     return self._rule_forward(forward, x, kernel, bias, self.options, self.dfa_classes)

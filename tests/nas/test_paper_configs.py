@@ -140,7 +140,7 @@ def data_and_network(name: str, tmp_path) -> None:
   config = tiny(name, str(tmp_path / "tfds"))
   search_lib.check_search_config(config)
   with tfds.testing.mock_data(num_examples=examples):
-    dataset = search_lib._dataset(config, config.validation_size)
+    dataset = search_lib.dataset_of(config, config.validation_size)
     train, validation = search_lib.proxy_batches(config, dataset)
     test = next(iter(dataset.eval_batches("test", config.retrain.eval_batch_size)))
   assert dataset.num_classes == classes and dataset.num_validation == validation_size

@@ -44,6 +44,7 @@ class FactorizedReduce(nn.Module):
   features: int
   dfa_classes: int | None = None
   options: rules_lib.RuleOptions = rules_lib.RuleOptions()
+  unrolled: bool = False  # Conv's unrolled 1x1 form (the supernet's vmapped edges)
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -52,7 +53,8 @@ class FactorizedReduce(nn.Module):
                        f"{self.features}.")
     half = self.features // 2
     conv = functools.partial(Conv, half, (1, 1), strides=2, padding=0, use_bias=False,
-                             dfa_classes=self.dfa_classes, options=self.options)
+                             dfa_classes=self.dfa_classes, options=self.options,
+                             unrolled=self.unrolled)
     x = nn.relu(x)
     conv_1, conv_2 = conv(name="conv_1"), conv(name="conv_2")
     shifted = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:]
@@ -95,6 +97,7 @@ class DartsOperation(nn.Module):
   stride: int = 1
   dfa_classes: int | None = None
   options: rules_lib.RuleOptions = rules_lib.RuleOptions()
+  unrolled: bool = False  # Conv's unrolled 1x1 and depthwise forms (the supernet's edges)
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -107,7 +110,7 @@ class DartsOperation(nn.Module):
     if op == "skip_connect":
       if s == 1:
         return x
-      return FactorizedReduce(x.shape[-1], self.dfa_classes, self.options,
+      return FactorizedReduce(x.shape[-1], self.dfa_classes, self.options, self.unrolled,
                               name="factorized_reduce")(x, train)
     if op not in CONV_OPERATIONS:
       raise ValueError(f"Unknown operation {op!r}. Valid operations: {', '.join(OPERATIONS)}.")
@@ -115,7 +118,7 @@ class DartsOperation(nn.Module):
     dfa = self.dfa_classes is not None
     channels = x.shape[-1]
     conv = functools.partial(Conv, channels, use_bias=False, dfa_classes=self.dfa_classes,
-                             options=self.options)
+                             options=self.options, unrolled=self.unrolled)
     if kind == "dil":
       dw = conv((k, k), strides=s, padding=k - 1, kernel_dilation=2,
                 feature_group_count=channels, name="dw")
