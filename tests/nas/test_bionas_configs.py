@@ -59,7 +59,7 @@ def test_dry_run_on_mock_cifar10(tmp_path):
                          rules=("fa", "usf"), C=2, layers=3)
   config.search.update(epochs=1, steps_per_epoch=1, batch_size=8, validation_examples=16,
                        eval_batch_size=16)
-  config.retrain.steps = 0
+  config.retrain.update(steps=0, batch_size=8, C=2, layers=3)
   with tfds.testing.mock_data(num_examples=48):
     report = bionas.search(config, str(tmp_path / "run"))
   assert report["method"] == "darts" and report["steps"] == 1
