@@ -21,9 +21,10 @@ EXPECTED_TASKS = {
     "nas_darts_cifar10": "search", "nas_darts_imagenet": "search", "baselines": "baselines",
     "sparse_rule": "sparse_rule", "sparse_rule_ablation": "sparse_rule_ablation",
     "sparse_rule_sweep": "sparse_rule_sweep", "sparse_rule_label_free": "sparse_rule_label_free",
+    "bionas_darts": "bionas_darts", "bionas_darts_cifar10": "bionas_darts",
 }
-VALID = ("train, search, baselines, sparse_rule, sparse_rule_ablation, sparse_rule_sweep, "
-         "sparse_rule_label_free")
+VALID = ("train, search, bionas_darts, baselines, sparse_rule, sparse_rule_ablation, "
+         "sparse_rule_sweep, sparse_rule_label_free")
 
 # ml_collections loads config files with importlib's deprecated load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
@@ -53,6 +54,8 @@ def test_the_task_table_runs_the_pipeline_the_search_and_the_studies():
   assert ", ".join(main.TASKS) == VALID
   assert main.TASKS["train"] is pipeline.train_and_evaluate
   assert main.TASKS["search"] is search.search
+  from biojax.nas import bionas
+  assert main.TASKS["bionas_darts"] is bionas.search
   assert main.TASKS["sparse_rule"] is sparse_rule.run
 
 

@@ -172,7 +172,7 @@ def make_alpha_gradient(model: supernet_lib.DartsSupernet, schedule: optax.Sched
         model, state.variables(), train_batch, assignment, k_virtual)
     virtual = jax.tree.map(lambda w, u: w - xi * (u + weight_decay * w), state.params, updates)
     (g_alpha, v), accuracy = grads(state.alpha, virtual, state, alpha_batch, assignment, k_val)
-    eps = 0.01 / (optax.global_norm(v) + 1e-12)
+    eps = 0.01 / (optax.tree.norm(v) + 1e-12)
     plus = jax.tree.map(lambda w, d: w + eps * d, state.params, v)
     minus = jax.tree.map(lambda w, d: w - eps * d, state.params, v)
     (g_plus, _), _ = grads(state.alpha, plus, state, train_batch, assignment, k_hessian)
@@ -213,7 +213,7 @@ def make_search_step(model: supernet_lib.DartsSupernet, weight_tx, schedule, alp
     finite = train_lib.all_finite((new.params, new.alpha))
     return new, {"train_loss": metrics["loss"], "train_accuracy": metrics["accuracy"],
                  "alpha_batch_accuracy": alpha_accuracy,
-                 "alpha_grad_norm": optax.global_norm(g_alpha), "finite": finite}
+                 "alpha_grad_norm": optax.tree.norm(g_alpha), "finite": finite}
 
   return step
 

@@ -421,3 +421,39 @@ def test_unrolled_convolutions_equal_lax_conv(kernel, strides, padding, dilation
     else:
       for a, b in zip(back(cotangent), expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_stateful_rules_and_geometries_train_as_rule_copies():
+  """Kolen-Pollack and an exponentiated-gradient geometry as rule copies of one operation:
+  after a search step the kp copies' learned feedback has moved (B follows W) and the fa+eg
+  copies' kernels kept their signs (a multiplicative step) and their KP state is untouched:
+  each copy follows its own rule's mechanics along the rule axis."""
+  model, variables, assignment, _ = tiny(rules=("kp", "fa+eg"))
+  config = small_config()
+  config.search.weights.learning_rate = 0.5  # large steps, so that signs would flip if additive
+  step, _, weight_tx, alpha_tx = bionas.programs(model, bionas.program_settings(config))
+  alpha = bionas.init_alpha(jax.random.key(1), model.num_candidates)
+  state = bionas.SupernetState(
+      step=jnp.zeros((), jnp.int32), params=variables["params"],
+      opt_state=weight_tx.init(variables["params"]), feedback=variables["feedback"],
+      batch_stats=variables["batch_stats"], alpha=alpha, alpha_opt_state=alpha_tx.init(alpha))
+  new, metrics = step(state, assignment, batch(0, 8), batch(1, 8), jax.random.key(0))
+  assert metrics["finite"]
+  old_p = traverse_util.flatten_dict(state.params)
+  new_p = traverse_util.flatten_dict(new.params)
+  old_f = traverse_util.flatten_dict(state.feedback)
+  new_f = traverse_util.flatten_dict(new.feedback)
+  checked = 0
+  for path in old_p:
+    if "sep_conv_3x3" not in path or path[-1] != "kernel":
+      continue
+    w0, w1 = np.asarray(old_p[path]), np.asarray(new_p[path])  # (edges, rules, ...)
+    b0, b1 = (np.asarray(old_f[(*path[:-1], "learned")]),
+              np.asarray(new_f[(*path[:-1], "learned")]))
+    assert not np.array_equal(b0[:, 0], b1[:, 0])  # kp: B moved with W
+    np.testing.assert_array_equal(b0[:, 1], b1[:, 1])  # fa+eg: no KP update
+    assert not np.array_equal(w0[:, 1], w1[:, 1])
+    moved = w1[:, 1] != w0[:, 1]
+    assert np.all(np.sign(w1[:, 1][moved]) == np.sign(w0[:, 1][moved]))  # EG keeps signs
+    checked += 1
+  assert checked == 4 * 4  # 4 edge groups x 4 weight layers of a separable convolution
