@@ -338,59 +338,63 @@ def uninterrupted(tmp_path_factory):
   return workdir, bionas.search(small_config(), workdir)
 
 
-def test_search_writes_its_outputs(uninterrupted):
-  workdir, report = uninterrupted
-  for name in ("report.json", "history.jsonl", "config.json", "alpha.png", "rule_share.png",
-               "losses.png"):
-    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
-  with open(os.path.join(workdir, "history.jsonl")) as f:
-    history = [json.loads(line) for line in f]
-  assert [r["epoch"] for r in history] == [0, 1]
-  assert report["method"] == "darts" and report["epochs"] == 2 and report["steps"] == 4
-  assert report["candidates"] == ["none", "skip_connect", "sep_conv_3x3:fa",
-                                  "sep_conv_3x3:usf"]
-  assert report["bp_weight_share"] == {"supernet": 0.0, "derived": 0.0}
-  assert 0 <= report["validation_accuracy"] <= 1
-  # The genotype is a valid genome of the DARTS space, decoded to the reported string.
-  space = DartsSpace(rules=("fa", "usf"), macro_rules=("fa",))
-  assert space.to_string(space.validate(np.asarray(report["genome_genes"]))) == report["genome"]
-  # Alpha moved between the epochs.
-  assert history[0]["alpha_softmax"] != history[1]["alpha_softmax"]
-  assert report["compiles"] == 2  # the step and the validation pass, each once
+@pytest.mark.slow  # one small search compiled, then run four times: 2-3 min on 2 loaded cores
+class TestSearch:
+  """A whole search (its own xdist unit, so the unit tests above run on the other worker)."""
+
+  def test_search_writes_its_outputs(self, uninterrupted):
+    workdir, report = uninterrupted
+    for name in ("report.json", "history.jsonl", "config.json", "alpha.png", "rule_share.png",
+                 "losses.png"):
+      assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    with open(os.path.join(workdir, "history.jsonl")) as f:
+      history = [json.loads(line) for line in f]
+    assert [r["epoch"] for r in history] == [0, 1]
+    assert report["method"] == "darts" and report["epochs"] == 2 and report["steps"] == 4
+    assert report["candidates"] == ["none", "skip_connect", "sep_conv_3x3:fa",
+                                    "sep_conv_3x3:usf"]
+    assert report["bp_weight_share"] == {"supernet": 0.0, "derived": 0.0}
+    assert 0 <= report["validation_accuracy"] <= 1
+    # The genotype is a valid genome of the DARTS space, decoded to the reported string.
+    space = DartsSpace(rules=("fa", "usf"), macro_rules=("fa",))
+    assert space.to_string(space.validate(np.asarray(report["genome_genes"]))) == report["genome"]
+    # Alpha moved between the epochs.
+    assert history[0]["alpha_softmax"] != history[1]["alpha_softmax"]
+    assert report["compiles"] == 2  # the step and the validation pass, each once
 
 
-def test_killed_search_resumes_to_the_same_alphas(uninterrupted, tmp_path):
-  workdir, report = uninterrupted
-  killed = str(tmp_path / "killed")
+  def test_killed_search_resumes_to_the_same_alphas(self, uninterrupted, tmp_path):
+    workdir, report = uninterrupted
+    killed = str(tmp_path / "killed")
 
-  def kill(record):
-    if record["epoch"] == 1:  # after epoch 2's history line, before its checkpoint
-      raise KeyboardInterrupt
+    def kill(record):
+      if record["epoch"] == 1:  # after epoch 2's history line, before its checkpoint
+        raise KeyboardInterrupt
 
-  with pytest.raises(KeyboardInterrupt):
-    bionas.search(small_config(), killed, on_epoch=kill)
-  resumed = bionas.search(small_config(), killed)
-  assert resumed["resumed_from_epoch"] == 1
-  assert resumed["genotype"] == report["genotype"]
-  with open(os.path.join(workdir, "history.jsonl")) as f:
-    full = [json.loads(line) for line in f]
-  with open(os.path.join(killed, "history.jsonl")) as f:
-    again = [json.loads(line) for line in f]
-  assert [r["epoch"] for r in again] == [0, 1]
-  assert again[-1]["alpha_softmax"] == full[-1]["alpha_softmax"]
-  assert again[-1]["train_loss"] == full[-1]["train_loss"]
+    with pytest.raises(KeyboardInterrupt):
+      bionas.search(small_config(), killed, on_epoch=kill)
+    resumed = bionas.search(small_config(), killed)
+    assert resumed["resumed_from_epoch"] == 1
+    assert resumed["genotype"] == report["genotype"]
+    with open(os.path.join(workdir, "history.jsonl")) as f:
+      full = [json.loads(line) for line in f]
+    with open(os.path.join(killed, "history.jsonl")) as f:
+      again = [json.loads(line) for line in f]
+    assert [r["epoch"] for r in again] == [0, 1]
+    assert again[-1]["alpha_softmax"] == full[-1]["alpha_softmax"]
+    assert again[-1]["train_loss"] == full[-1]["train_loss"]
 
 
-def test_another_rule_order_compiles_nothing(uninterrupted, tmp_path):
-  _, report = uninterrupted
-  permuted = bionas.search(small_config(rules=("usf", "fa")), str(tmp_path / "p"))
-  # Neither the search step and validation pass nor the set-up compile again (the derived
-  # network's rule genes follow the new alphabet, so its assignment is built anew).
-  assert (permuted["compiles"], permuted["setup_compiles"]) == (0, 0)
-  assert permuted["candidates"] == ["none", "skip_connect", "sep_conv_3x3:usf",
-                                    "sep_conv_3x3:fa"]
-  assert permuted["validation_accuracy"] is not None
-  assert report["compiles"] > 0
+  def test_another_rule_order_compiles_nothing(self, uninterrupted, tmp_path):
+    _, report = uninterrupted
+    permuted = bionas.search(small_config(rules=("usf", "fa")), str(tmp_path / "p"))
+    # Neither the search step and validation pass nor the set-up compile again (the derived
+    # network's rule genes follow the new alphabet, so its assignment is built anew).
+    assert (permuted["compiles"], permuted["setup_compiles"]) == (0, 0)
+    assert permuted["candidates"] == ["none", "skip_connect", "sep_conv_3x3:usf",
+                                      "sep_conv_3x3:fa"]
+    assert permuted["validation_accuracy"] is not None
+    assert report["compiles"] > 0
 
 
 @pytest.mark.parametrize("kernel, strides, padding, dilation, groups", [

@@ -18,6 +18,7 @@ from biojax.nas.darts import supernet as sn
 tfds = pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("tensorflow")
 
+pytestmark = pytest.mark.slow  # the full-size step traced and lowered: about 3 min on a CPU
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
