@@ -44,10 +44,7 @@ def measure(cells: int, channels: int, batch: int, repeats: int) -> dict:
     assignment = supernet_lib.supernet_assignment(variables, alphabet, macro)
     step, _, weight_tx, alpha_tx = bionas.programs(model, bionas.program_settings(config))
     alpha = bionas.init_alpha(jax.random.key(1), alphabet.size)
-    state = bionas.SupernetState(
-        step=jnp.zeros((), jnp.int32), params=variables["params"],
-        opt_state=weight_tx.init(variables["params"]), feedback=variables["feedback"],
-        batch_stats=variables["batch_stats"], alpha=alpha, alpha_opt_state=alpha_tx.init(alpha))
+    state = bionas.initial_state(variables, alpha, weight_tx, alpha_tx)
     start = time.perf_counter()
     compiled = step.lower(state, assignment, data, data, jax.random.key(2)).compile()
     out[layout] = {"compile_seconds": time.perf_counter() - start}

@@ -87,6 +87,16 @@ class SupernetState:
             "mixing": mixing_weights(self.alpha if alpha is None else alpha)}
 
 
+def initial_state(variables: Mapping, alpha: Mapping, weight_tx: optax.GradientTransformation,
+                  alpha_tx: optax.GradientTransformation) -> SupernetState:
+  """The step-0 :class:`SupernetState` of a supernet's initialised ``variables`` and
+  ``alpha`` (:func:`init_alpha`), with both optimizers' states."""
+  return SupernetState(
+      step=jnp.zeros((), jnp.int32), params=variables["params"],
+      opt_state=weight_tx.init(variables["params"]), feedback=variables["feedback"],
+      batch_stats=variables["batch_stats"], alpha=alpha, alpha_opt_state=alpha_tx.init(alpha))
+
+
 def mixing_weights(alpha: Mapping[str, Array]) -> dict:
   """``softmax(alpha)`` over each edge's candidates, per cell type."""
   return {cell: jax.nn.softmax(a, axis=-1) for cell, a in alpha.items()}
@@ -134,7 +144,7 @@ def make_loss(model: supernet_lib.DartsSupernet, alpha_gradient: str = "rules") 
   _check_settings(1, alpha_gradient)
 
   def loss(alpha, params, state, batch, assignment, key):
-    variables = {**state.variables(params, alpha)}
+    variables = state.variables(params, alpha)
     kwargs = {}
     if alpha_gradient == "rules":
       variables["assignment"] = assignment.as_collection()
@@ -413,10 +423,7 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
   validate_assignment(assignment, variables, model.options)
   alpha = init_alpha(jax.random.fold_in(root, _ALPHA_STREAM), alphabet.size,
                      s.alpha.init_scale)
-  state = SupernetState(
-      step=jnp.zeros((), jnp.int32), params=variables["params"],
-      opt_state=weight_tx.init(variables["params"]), feedback=variables["feedback"],
-      batch_stats=variables["batch_stats"], alpha=alpha, alpha_opt_state=alpha_tx.init(alpha))
+  state = initial_state(variables, alpha, weight_tx, alpha_tx)
   num_params = int(sum(np.size(x) for x in jax.tree.leaves(variables["params"])))
   supernet_bp_share = supernet_lib.bp_weight_share(variables["params"], assignment)
 

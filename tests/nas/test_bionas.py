@@ -437,10 +437,7 @@ def test_stateful_rules_and_geometries_train_as_rule_copies():
   config.search.weights.learning_rate = 0.5  # large steps, so that signs would flip if additive
   step, _, weight_tx, alpha_tx = bionas.programs(model, bionas.program_settings(config))
   alpha = bionas.init_alpha(jax.random.key(1), model.num_candidates)
-  state = bionas.SupernetState(
-      step=jnp.zeros((), jnp.int32), params=variables["params"],
-      opt_state=weight_tx.init(variables["params"]), feedback=variables["feedback"],
-      batch_stats=variables["batch_stats"], alpha=alpha, alpha_opt_state=alpha_tx.init(alpha))
+  state = bionas.initial_state(variables, alpha, weight_tx, alpha_tx)
   new, metrics = step(state, assignment, batch(0, 8), batch(1, 8), jax.random.key(0))
   assert metrics["finite"]
   old_p = traverse_util.flatten_dict(state.params)

@@ -118,11 +118,8 @@ def test_full_size_supernet_counted_and_its_step_lowered():
   assignment = sn.supernet_assignment(variables, alphabet, macro)
   step, _, weight_tx, alpha_tx = bionas.programs(model, bionas.program_settings(config))
   alpha = jax.eval_shape(lambda: bionas.init_alpha(jax.random.key(0), alphabet.size))
-  state = bionas.SupernetState(
-      step=jax.ShapeDtypeStruct((), jnp.int32), params=variables["params"],
-      opt_state=jax.eval_shape(weight_tx.init, variables["params"]),
-      feedback=variables["feedback"], batch_stats=variables["batch_stats"], alpha=alpha,
-      alpha_opt_state=jax.eval_shape(alpha_tx.init, alpha))
+  state = jax.eval_shape(lambda v, a: bionas.initial_state(v, a, weight_tx, alpha_tx),
+                         variables, alpha)
   batch = {"image": jax.ShapeDtypeStruct((64, 32, 32, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((64,), jnp.int32)}
   lowered = step.lower(state, assignment, batch, batch, jax.random.key(0))
