@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 from biojax import pipeline
 from biojax.checkpoint import QuietOrbax
-from biojax.nas import bionas, search
+from biojax.nas import bionas, bionas_eg, search
 from biojax.studies import (
     baselines,
     sparse_rule,
@@ -37,6 +37,7 @@ TASKS: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
     "train": pipeline.train_and_evaluate,
     "search": search.search,
     "bionas_darts": bionas.search,
+    "bionas_eg": bionas_eg.search,
     "baselines": baselines.run,
     "sparse_rule": sparse_rule.run,
     "sparse_rule_ablation": sparse_rule_ablation.run,

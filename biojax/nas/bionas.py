@@ -23,6 +23,7 @@ once on the test split.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -88,13 +89,19 @@ class SupernetState:
 
 
 def initial_state(variables: Mapping, alpha: Mapping, weight_tx: optax.GradientTransformation,
-                  alpha_tx: optax.GradientTransformation) -> SupernetState:
+                  alpha_tx: optax.GradientTransformation | None = None,
+                  alpha_opt_state: Any = None) -> SupernetState:
   """The step-0 :class:`SupernetState` of a supernet's initialised ``variables`` and
-  ``alpha`` (:func:`init_alpha`), with both optimizers' states."""
+  ``alpha`` (:func:`init_alpha`), with the weight optimizer's state and the architecture
+  search's: ``alpha_tx.init(alpha)`` (DARTS's Adam), or ``alpha_opt_state`` as given
+  (BioNAS-EG's CMA-ES state)."""
+  if (alpha_tx is None) == (alpha_opt_state is None):
+    raise ValueError("initial_state needs exactly one of alpha_tx and alpha_opt_state.")
   return SupernetState(
       step=jnp.zeros((), jnp.int32), params=variables["params"],
       opt_state=weight_tx.init(variables["params"]), feedback=variables["feedback"],
-      batch_stats=variables["batch_stats"], alpha=alpha, alpha_opt_state=alpha_tx.init(alpha))
+      batch_stats=variables["batch_stats"], alpha=alpha,
+      alpha_opt_state=alpha_tx.init(alpha) if alpha_tx is not None else alpha_opt_state)
 
 
 def mixing_weights(alpha: Mapping[str, Array]) -> dict:
@@ -193,15 +200,40 @@ def make_alpha_gradient(model: supernet_lib.DartsSupernet, schedule: optax.Sched
   return alpha_grad
 
 
+def make_weight_step(model: supernet_lib.DartsSupernet, weight_tx) -> Callable:
+  """``weight_step(state, assignment, batch, key) -> (state, metrics)``: one weight step
+  of the supernet with mixing weights ``softmax(state.alpha)``: every weight layer's update by
+  its rule (:func:`biojax.learning_signal`), then ``weight_tx``, then the rules' own state
+  (structural plasticity, feedback updates). Alpha and its optimizer state are unchanged."""
+  options = model.options
+
+  def weight_step(state: SupernetState, assignment: Assignment, batch: Mapping, key: Array):
+    updates, new_vars, metrics = learning.learning_signal(
+        model, state.variables(), batch, assignment, key)
+    steps, opt_state = weight_tx.update(updates, state.opt_state, state.params,
+                                        geometry=geometry_tree(assignment, state.params))
+    params = optax.apply_updates(state.params, steps)
+    params = learning.structural_plasticity(params, assignment, options)
+    feedback = learning.update_rule_state(state.feedback, state.params, params, assignment,
+                                          options, new_vars.get(learning.ACTIVITY))
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                        feedback=feedback, batch_stats=new_vars["batch_stats"])
+    finite = train_lib.all_finite((new.params, new.alpha))
+    return new, {"train_loss": metrics["loss"], "train_accuracy": metrics["accuracy"],
+                 "finite": finite}
+
+  return weight_step
+
+
 def make_search_step(model: supernet_lib.DartsSupernet, weight_tx, schedule, alpha_tx,
                      order: int = 1, alpha_gradient: str = "rules", weight_decay: float = 0.0
                      ) -> Callable:
   """``step(state, assignment, train_batch, alpha_batch, key) -> (state, metrics)``
   (``key``: the search's; each step folds in its step number): one alpha step
   (:func:`make_alpha_gradient`, then ``alpha_tx``), then one weight step with the new alpha
-  (each layer's rule, then ``weight_tx``). Pure; wrap in ``jax.jit``."""
-  options = model.options
+  (:func:`make_weight_step`). Pure; wrap in ``jax.jit``."""
   alpha_grad = make_alpha_gradient(model, schedule, order, alpha_gradient, weight_decay)
+  weight_step = make_weight_step(model, weight_tx)
 
   def step(state: SupernetState, assignment: Assignment, train_batch: Mapping,
            alpha_batch: Mapping, key: Array):
@@ -210,20 +242,9 @@ def make_search_step(model: supernet_lib.DartsSupernet, weight_tx, schedule, alp
     alpha_steps, alpha_opt_state = alpha_tx.update(g_alpha, state.alpha_opt_state, state.alpha)
     alpha = optax.apply_updates(state.alpha, alpha_steps)
     moved = state.replace(alpha=alpha, alpha_opt_state=alpha_opt_state)
-    updates, new_vars, metrics = learning.learning_signal(
-        model, moved.variables(), train_batch, assignment, k_weights)
-    steps, opt_state = weight_tx.update(updates, state.opt_state, state.params,
-                                        geometry=geometry_tree(assignment, state.params))
-    params = optax.apply_updates(state.params, steps)
-    params = learning.structural_plasticity(params, assignment, options)
-    feedback = learning.update_rule_state(state.feedback, state.params, params, assignment,
-                                          options, new_vars.get(learning.ACTIVITY))
-    new = moved.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                        feedback=feedback, batch_stats=new_vars["batch_stats"])
-    finite = train_lib.all_finite((new.params, new.alpha))
-    return new, {"train_loss": metrics["loss"], "train_accuracy": metrics["accuracy"],
-                 "alpha_batch_accuracy": alpha_accuracy,
-                 "alpha_grad_norm": optax.tree.norm(g_alpha), "finite": finite}
+    new, metrics = weight_step(moved, assignment, train_batch, k_weights)
+    return new, {**metrics, "alpha_batch_accuracy": alpha_accuracy,
+                 "alpha_grad_norm": optax.tree.norm(g_alpha)}
 
   return step
 
@@ -264,18 +285,13 @@ def macro_rules(config: ml_collections.ConfigDict) -> dict[str, str]:
   return out
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Clear errors for every value the search reads, before anything is touched."""
+def check_supernet_config(config: ml_collections.ConfigDict) -> None:
+  """Clear errors for the values every supernet search (DARTS or EG) reads: the supernet,
+  the weight optimizer, the budget and the retrain."""
   s = config.search
   for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
     if s[name] < 1:
       raise ValueError(f"config.search.{name}={s[name]} must be >= 1.")
-  if s.order not in ORDERS:
-    raise ValueError(f"config.search.order={s.order!r}; valid orders: {ORDERS} (first or "
-                     "second order DARTS).")
-  if s.alpha_gradient not in ALPHA_GRADIENTS:
-    raise ValueError(f"config.search.alpha_gradient={s.alpha_gradient!r}; valid values: "
-                     f"{', '.join(ALPHA_GRADIENTS)}.")
   if config.supernet.layout not in supernet_lib.LAYOUTS:
     raise ValueError(f"config.supernet.layout={config.supernet.layout!r}; valid layouts: "
                      f"{', '.join(supernet_lib.LAYOUTS)}.")
@@ -288,6 +304,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   supernet_lib.make_alphabet(config.supernet.operations, config.supernet.rules)
   macro_rules(config)
   search_lib.check_search_config_retrain(config)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Clear errors for every value the BioNAS-DARTS search reads, before anything is
+  touched."""
+  s = config.search
+  if s.order not in ORDERS:
+    raise ValueError(f"config.search.order={s.order!r}; valid orders: {ORDERS} (first or "
+                     "second order DARTS).")
+  if s.alpha_gradient not in ALPHA_GRADIENTS:
+    raise ValueError(f"config.search.alpha_gradient={s.alpha_gradient!r}; valid values: "
+                     f"{', '.join(ALPHA_GRADIENTS)}.")
+  check_supernet_config(config)
 
 
 def build(config: ml_collections.ConfigDict, num_classes: int
@@ -352,10 +381,11 @@ def _alpha_half(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
   return {"image": np.concatenate(images), "label": np.concatenate(labels)}
 
 
-def _alpha_batch(half: Mapping, batch_size: int, seed: int, step: int) -> dict:
-  """The alpha batch of ``step``: drawn from ``(seed, step)``, so a resumed search draws the
-  batches the uninterrupted one draws."""
-  rng = np.random.default_rng([seed, _ALPHA_BATCH_STREAM, step])
+def _alpha_batch(half: Mapping, batch_size: int, seed: int, step: int,
+                 stream: int = _ALPHA_BATCH_STREAM) -> dict:
+  """The alpha batch of ``step``: drawn from ``(seed, stream, step)``, so a resumed search
+  draws the batches the uninterrupted one draws."""
+  rng = np.random.default_rng([seed, stream, step])
   index = rng.choice(len(half["label"]), size=batch_size, replace=batch_size > len(
       half["label"]))
   return {"image": half["image"][index], "label": half["label"][index]}
@@ -379,6 +409,57 @@ def _eval_batches(config, half: Mapping) -> list[dict]:
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """How a supernet search moves alpha: what :func:`run` needs from BioNAS-DARTS
+  (:func:`darts_method`) or BioNAS-EG (:func:`biojax.nas.bionas_eg.eg_method`).
+
+  Attributes:
+    name: ``report["method"]`` ("darts", "eg").
+    title: the method's name in the logs.
+    weight_tx: the weights' optimizer (its state is ``SupernetState.opt_state``).
+    alpha_opt_state: ``alpha -> state`` of the architecture search at step 0
+      (``SupernetState.alpha_opt_state``: DARTS's Adam state, EG's CMA-ES state).
+    train_step: ``(state, assignment, train_batch, step) -> (state, metrics)``, one
+      training step (``step``: its global index); ``metrics`` has ``train_loss`` and
+      ``finite``; the other numbers are averaged over the epoch into the history record.
+    eval_step: the supernet's validation pass (:func:`make_eval_step`).
+    before_epoch: ``(state, assignment, epoch) -> (state, record)`` run before each epoch's
+      training steps, or None; ``record`` joins the epoch's history record.
+    diverged: what to lower when the supernet diverges (the error message).
+    report: the method's own fields of report.json.
+  """
+
+  name: str
+  title: str
+  weight_tx: optax.GradientTransformation
+  alpha_opt_state: Callable[[Mapping], Any]
+  train_step: Callable
+  eval_step: Callable
+  before_epoch: Callable | None
+  diverged: str
+  report: Mapping[str, Any]
+
+
+def darts_method(config: ml_collections.ConfigDict, model: supernet_lib.DartsSupernet,
+                 alphabet: supernet_lib.Alphabet, half: Mapping, root: Array) -> Method:
+  """BioNAS-DARTS: each step an alpha step on an alpha batch, then a weight step."""
+  s = config.search
+  step_fn, eval_fn, weight_tx, alpha_tx = programs(model, program_settings(config))
+  step_key = jax.random.fold_in(root, _STEP_STREAM)
+
+  def train_step(state, assignment, batch, g):
+    return step_fn(state, assignment, batch, _alpha_batch(half, s.batch_size, config.seed, g),
+                   step_key)
+
+  return Method(
+      name="darts", title="BioNAS-DARTS", weight_tx=weight_tx, alpha_opt_state=alpha_tx.init,
+      train_step=train_step, eval_step=eval_fn, before_epoch=None,
+      diverged=(f"config.search.weights.learning_rate (now {s.weights.learning_rate}) or "
+                f"config.search.alpha.learning_rate (now {s.alpha.learning_rate})"),
+      report={"order": s.order, "alpha_gradient": s.alpha_gradient})
+
+
 def search(config: ml_collections.ConfigDict, workdir: str,
            on_epoch: Callable[[dict], Any] | None = None) -> dict:
   """Runs (or resumes) the BioNAS-DARTS search of ``config`` in ``workdir``; returns the
@@ -394,11 +475,22 @@ def search(config: ml_collections.ConfigDict, workdir: str,
     SearchFailedError: the supernet's loss or alpha stopped being finite.
   """
   check_config(config)
+  return run(config, workdir, darts_method, on_epoch)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        method_of: Callable[..., Method],
+        on_epoch: Callable[[dict], Any] | None = None) -> dict:
+  """The supernet search loop that BioNAS-DARTS and BioNAS-EG share, with the
+  :class:`Method` that ``method_of(config, model, alphabet, alpha_half, root_key)``
+  returns: data,
+  supernet, checkpoint per epoch and resume, history.jsonl, the derived genotype's retrain,
+  report.json and the plots. ``config`` must be checked already."""
   with workdir_lock(workdir):
-    return _search(config, os.path.abspath(workdir), on_epoch)
+    return _search(config, os.path.abspath(workdir), method_of, on_epoch)
 
 
-def _search(config: ml_collections.ConfigDict, workdir: str,
+def _search(config: ml_collections.ConfigDict, workdir: str, method_of: Callable[..., Method],
             on_epoch: Callable[[dict], Any] | None) -> dict:
   start_time = time.time()
   os.makedirs(workdir, exist_ok=True)
@@ -411,7 +503,7 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
   half = _alpha_half(config, dataset, transform)
   eval_batches = _eval_batches(config, half)
   root = jax.random.key(config.seed)
-  step_fn, eval_fn, weight_tx, alpha_tx = programs(model, program_settings(config))
+  method = method_of(config, model, alphabet, half, root)
 
   with CompileCounter() as setup_counter:
     first = transform(next(dataset.train_batches(s.batch_size, config.seed)))
@@ -419,11 +511,12 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
     # several times slower than it runs it op by op (docs/bionas.md).
     variables = flax.core.unfreeze(model.init(jax.random.fold_in(root, _INIT_STREAM),
                                               first["image"][:1], train=False))
-  assignment = supernet_lib.supernet_assignment(variables, alphabet, macro)
-  validate_assignment(assignment, variables, model.options)
-  alpha = init_alpha(jax.random.fold_in(root, _ALPHA_STREAM), alphabet.size,
-                     s.alpha.init_scale)
-  state = initial_state(variables, alpha, weight_tx, alpha_tx)
+    assignment = supernet_lib.supernet_assignment(variables, alphabet, macro)
+    validate_assignment(assignment, variables, model.options)
+    alpha = init_alpha(jax.random.fold_in(root, _ALPHA_STREAM), alphabet.size,
+                       s.alpha.init_scale)
+    state = initial_state(variables, alpha, method.weight_tx,
+                          alpha_opt_state=method.alpha_opt_state(alpha))
   num_params = int(sum(np.size(x) for x in jax.tree.leaves(variables["params"])))
   supernet_bp_share = supernet_lib.bp_weight_share(variables["params"], assignment)
 
@@ -437,7 +530,7 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
   if restored is not None:
     state, saved = restored
     meta.update(saved)
-    logging.info("Resuming the BioNAS-DARTS search after epoch %d from %s.",
+    logging.info("Resuming the %s search after epoch %d from %s.", method.title,
                  int(state.step) // s.steps_per_epoch, checkpointer.directory)
   done = int(state.step) // s.steps_per_epoch
   history_path = os.path.join(workdir, HISTORY_FILE)
@@ -449,7 +542,6 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
   def elapsed() -> float:
     return meta["wall_seconds"] + time.time() - start_time
 
-  step_key = jax.random.fold_in(root, _STEP_STREAM)
   try:
     with Preemption() as preemption:
       for epoch in range(done, s.epochs):
@@ -459,25 +551,25 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
           return {"interrupted": True, "epoch": epoch}
         t0 = time.time()
         sums: dict[str, float] = {}
+        extra: dict[str, Any] = {}
         batches = dataset.train_batches(s.batch_size, config.seed,
                                         start_step=epoch * s.steps_per_epoch)
         with CompileCounter() as counter:
+          if method.before_epoch is not None:
+            state, extra = method.before_epoch(state, assignment, epoch)
           for i in range(s.steps_per_epoch):
             g = epoch * s.steps_per_epoch + i
-            state, metrics = step_fn(state, assignment, transform(next(batches)),
-                                     _alpha_batch(half, s.batch_size, config.seed, g),
-                                     step_key)
+            state, metrics = method.train_step(state, assignment, transform(next(batches)), g)
             metrics = jax.device_get(metrics)
             if not metrics["finite"] or not np.isfinite(metrics["train_loss"]):
               raise search_lib.SearchFailedError(
                   f"The supernet diverged at step {g} (epoch {epoch}): train loss "
-                  f"{metrics['train_loss']}. Lower config.search.weights.learning_rate (now "
-                  f"{s.weights.learning_rate}) or config.search.alpha.learning_rate (now "
-                  f"{s.alpha.learning_rate}); the last checkpoint is kept.")
+                  f"{metrics['train_loss']}. Lower {method.diverged}; the last checkpoint "
+                  "is kept.")
             for name, value in metrics.items():
               if name != "finite":
                 sums[name] = sums.get(name, 0.0) + float(value)
-          totals = _evaluate(eval_fn, state, eval_batches)
+          totals = _evaluate(method.eval_step, state, eval_batches)
         seconds = time.time() - t0
         meta["compiles"] += counter.count
         meta["search_seconds"] += seconds
@@ -487,6 +579,7 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
         record = {
             "epoch": epoch, "step": int(state.step),
             **{k: v / s.steps_per_epoch for k, v in sums.items()},
+            **extra,
             "validation_loss": totals["loss"], "validation_accuracy": totals["accuracy"],
             "alpha_entropy": supernet_lib.entropy(weights),
             "rule_share": {cell: dict(zip(alphabet.rules, shares[cell].mean(0).tolist(),
@@ -507,12 +600,12 @@ def _search(config: ml_collections.ConfigDict, workdir: str,
         checkpointer.save(epoch + 1, state, {**meta, "wall_seconds": elapsed()})
   finally:
     checkpointer.close()
-  return _finish(config, workdir, state, alphabet, macro, dataset, meta, elapsed, done,
-                 restored is not None, num_params, supernet_bp_share)
+  return _finish(config, workdir, state, method, alphabet, macro, dataset, meta, elapsed,
+                 done, restored is not None, num_params, supernet_bp_share)
 
 
-def _finish(config, workdir, state, alphabet, macro, dataset, meta, elapsed, done, resumed,
-            num_params, supernet_bp_share) -> dict:
+def _finish(config, workdir, state, method, alphabet, macro, dataset, meta, elapsed, done,
+            resumed, num_params, supernet_bp_share) -> dict:
   """Derives the genotype, retrains it, writes report.json and the plots."""
   weights = jax.device_get(mixing_weights(state.alpha))
   derived = supernet_lib.derive(weights, alphabet)
@@ -541,9 +634,8 @@ def _finish(config, workdir, state, alphabet, macro, dataset, meta, elapsed, don
   last = history[-1] if history else {}
   report = to_json({
       "config": to_json(config),
-      "method": "darts",
-      "order": config.search.order,
-      "alpha_gradient": config.search.alpha_gradient,
+      "method": method.name,
+      **method.report,
       "layout": config.supernet.layout,
       "candidates": list(alphabet.names()),
       "macro_rules": dict(macro),
@@ -580,8 +672,8 @@ def _finish(config, workdir, state, alphabet, macro, dataset, meta, elapsed, don
     with open(os.path.join(workdir, REPORT_FILE), "w") as f:
       json.dump(report, f, indent=2)
     plot_search(history, weights, alphabet, workdir)
-  logging.info("BioNAS-DARTS done: genotype %s, supernet validation accuracy %s, test "
-               "accuracy %s, %d compiles, %.1f s. Report: %s", report["genotype"],
+  logging.info("%s done: genotype %s, supernet validation accuracy %s, test accuracy %s, "
+               "%d compiles, %.1f s. Report: %s", method.title, report["genotype"],
                report["validation_accuracy"], report["test_accuracy"], report["compiles"],
                report["wall_seconds"], os.path.join(workdir, REPORT_FILE))
   return report
@@ -617,7 +709,13 @@ def programs(model: supernet_lib.DartsSupernet, settings: tuple
   alpha_tx = alpha_optimizer(ml_collections.ConfigDict(dict(alpha)))
   step = jax.jit(make_search_step(model, weight_tx, schedule, alpha_tx, order, alpha_gradient,
                                   weights.weight_decay))
-  return step, jax.jit(make_eval_step(model)), weight_tx, alpha_tx
+  return step, eval_program(model), weight_tx, alpha_tx
+
+
+@functools.lru_cache(maxsize=8)
+def eval_program(model: supernet_lib.DartsSupernet) -> Callable:
+  """:func:`make_eval_step` of ``model``, jitted once per process (both searches use it)."""
+  return jax.jit(make_eval_step(model))
 
 
 # ------------------------------------------------------------------------------ plots
