@@ -25,6 +25,7 @@ from biojax.checkpoint import QuietOrbax
 from biojax.nas import bionas, bionas_eg, search
 from biojax.studies import (
     baselines,
+    bionas_compare,
     sparse_rule,
     sparse_rule_ablation,
     sparse_rule_label_free,
@@ -39,6 +40,7 @@ TASKS: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
     "bionas_darts": bionas.search,
     "bionas_eg": bionas_eg.search,
     "baselines": baselines.run,
+    "bionas_compare": bionas_compare.run,
     "sparse_rule": sparse_rule.run,
     "sparse_rule_ablation": sparse_rule_ablation.run,
     "sparse_rule_sweep": sparse_rule_sweep.run,

@@ -22,9 +22,11 @@ EXPECTED_TASKS = {
     "sparse_rule": "sparse_rule", "sparse_rule_ablation": "sparse_rule_ablation",
     "sparse_rule_sweep": "sparse_rule_sweep", "sparse_rule_label_free": "sparse_rule_label_free",
     "bionas_darts": "bionas_darts", "bionas_darts_cifar10": "bionas_darts",
+    "bionas_eg": "bionas_eg", "bionas_eg_cifar10": "bionas_eg",
+    "bionas_compare": "bionas_compare",
 }
-VALID = ("train, search, bionas_darts, baselines, sparse_rule, sparse_rule_ablation, "
-         "sparse_rule_sweep, sparse_rule_label_free")
+VALID = ("train, search, bionas_darts, bionas_eg, baselines, bionas_compare, sparse_rule, "
+         "sparse_rule_ablation, sparse_rule_sweep, sparse_rule_label_free")
 
 # ml_collections loads config files with importlib's deprecated load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
@@ -54,8 +56,11 @@ def test_the_task_table_runs_the_pipeline_the_search_and_the_studies():
   assert ", ".join(main.TASKS) == VALID
   assert main.TASKS["train"] is pipeline.train_and_evaluate
   assert main.TASKS["search"] is search.search
-  from biojax.nas import bionas
+  from biojax.nas import bionas, bionas_eg
+  from biojax.studies import bionas_compare
   assert main.TASKS["bionas_darts"] is bionas.search
+  assert main.TASKS["bionas_eg"] is bionas_eg.search
+  assert main.TASKS["bionas_compare"] is bionas_compare.run
   assert main.TASKS["sparse_rule"] is sparse_rule.run
 
 
