@@ -65,8 +65,8 @@ LOSS_PLOT = "losses.png"
 ORDERS = (1, 2)
 ALPHA_GRADIENTS = ("rules", "true")
 CELLS = ("normal", "reduce")
-# Independent PRNG streams of the search (fold_in of the seed's key).
-_INIT_STREAM, _ALPHA_STREAM, _STEP_STREAM, _RETRAIN_STREAM, _ALPHA_BATCH_STREAM = 0, 1, 2, 3, 4
+# Independent PRNG streams of the search (fold_in of the seed's key; the last: a NumPy stream).
+INIT_STREAM, ALPHA_STREAM, STEP_STREAM, RETRAIN_STREAM, ALPHA_BATCH_STREAM = 0, 1, 2, 3, 4
 
 
 @flax.struct.dataclass
@@ -381,10 +381,11 @@ def _alpha_half(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
   return {"image": np.concatenate(images), "label": np.concatenate(labels)}
 
 
-def _alpha_batch(half: Mapping, batch_size: int, seed: int, step: int,
-                 stream: int = _ALPHA_BATCH_STREAM) -> dict:
-  """The alpha batch of ``step``: drawn from ``(seed, stream, step)``, so a resumed search
-  draws the batches the uninterrupted one draws."""
+def half_batch(half: Mapping, batch_size: int, seed: int, step: int,
+               stream: int = ALPHA_BATCH_STREAM) -> dict:
+  """A batch of the alpha half (the alpha batch of ``step``; BioNAS-EG: the fitness batch of
+  an epoch): drawn from ``(seed, stream, step)``, so a resumed search draws the batches the
+  uninterrupted one draws."""
   rng = np.random.default_rng([seed, stream, step])
   index = rng.choice(len(half["label"]), size=batch_size, replace=batch_size > len(
       half["label"]))
@@ -446,10 +447,10 @@ def darts_method(config: ml_collections.ConfigDict, model: supernet_lib.DartsSup
   """BioNAS-DARTS: each step an alpha step on an alpha batch, then a weight step."""
   s = config.search
   step_fn, eval_fn, weight_tx, alpha_tx = programs(model, program_settings(config))
-  step_key = jax.random.fold_in(root, _STEP_STREAM)
+  step_key = jax.random.fold_in(root, STEP_STREAM)
 
   def train_step(state, assignment, batch, g):
-    return step_fn(state, assignment, batch, _alpha_batch(half, s.batch_size, config.seed, g),
+    return step_fn(state, assignment, batch, half_batch(half, s.batch_size, config.seed, g),
                    step_key)
 
   return Method(
@@ -509,11 +510,11 @@ def _search(config: ml_collections.ConfigDict, workdir: str, method_of: Callable
     first = transform(next(dataset.train_batches(s.batch_size, config.seed)))
     # Eagerly, op by op: XLA on CPU compiles the supernet's whole init as one program
     # several times slower than it runs it op by op (docs/bionas.md).
-    variables = flax.core.unfreeze(model.init(jax.random.fold_in(root, _INIT_STREAM),
+    variables = flax.core.unfreeze(model.init(jax.random.fold_in(root, INIT_STREAM),
                                               first["image"][:1], train=False))
     assignment = supernet_lib.supernet_assignment(variables, alphabet, macro)
     validate_assignment(assignment, variables, model.options)
-    alpha = init_alpha(jax.random.fold_in(root, _ALPHA_STREAM), alphabet.size,
+    alpha = init_alpha(jax.random.fold_in(root, ALPHA_STREAM), alphabet.size,
                        s.alpha.init_scale)
     state = initial_state(variables, alpha, method.weight_tx,
                           alpha_opt_state=method.alpha_opt_state(alpha))
@@ -626,7 +627,7 @@ def _finish(config, workdir, state, method, alphabet, macro, dataset, meta, elap
   retrained = None
   if config.retrain.steps:
     retrained = search_lib.retrain(config, space, retrain_model, genome, dataset,
-                                   jax.random.fold_in(root, _RETRAIN_STREAM))
+                                   jax.random.fold_in(root, RETRAIN_STREAM))
     logging.info("Retrained the derived genotype for %d steps: test accuracy %s (%.1f s).",
                  config.retrain.steps, retrained["test_accuracy"], retrained["seconds"])
   history = read_jsonl(os.path.join(workdir, HISTORY_FILE))

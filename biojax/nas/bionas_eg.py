@@ -265,7 +265,7 @@ def eg_method(config: ml_collections.ConfigDict, model: supernet_lib.DartsSupern
   """BioNAS-EG as a :class:`biojax.nas.bionas.Method`."""
   s, eg = config.search, config.search.eg
   p = programs(model, program_settings(config, alphabet.size))
-  step_key = jax.random.fold_in(root, bionas._STEP_STREAM)
+  step_key = jax.random.fold_in(root, bionas.STEP_STREAM)
   eg_key = jax.random.fold_in(root, _EG_STREAM)
 
   def train_step(state, assignment, batch, g):
@@ -275,8 +275,8 @@ def eg_method(config: ml_collections.ConfigDict, model: supernet_lib.DartsSupern
   def before_epoch(state, assignment, epoch):
     if epoch < eg.warmup_epochs:
       return state, {"eg": None}
-    batch = bionas._alpha_batch(half, eg.batch_size, config.seed, epoch,
-                                stream=_FITNESS_BATCH_STREAM)
+    batch = bionas.half_batch(half, eg.batch_size, config.seed, epoch,
+                              stream=_FITNESS_BATCH_STREAM)
     state, metrics = p["eg_step"](state, batch, eg_key, np.int32(epoch))
     metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
     return state, {"eg": metrics}

@@ -256,7 +256,7 @@ class TestSearch:
     assert report["bp_weight_share"] == {"supernet": 0.0, "derived": 0.0}
     # Warm-up: alpha stays at its initial value.
     assert records[0]["eg"] is None
-    alpha = bionas.init_alpha(jax.random.fold_in(jax.random.key(0), bionas._ALPHA_STREAM), 4,
+    alpha = bionas.init_alpha(jax.random.fold_in(jax.random.key(0), bionas.ALPHA_STREAM), 4,
                               1e-3)
     assert records[0]["alpha_softmax"] == {c: np.asarray(jax.nn.softmax(alpha[c])).round(
         5).tolist() for c in bionas.CELLS}
