@@ -36,6 +36,7 @@ based pass).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -277,9 +278,12 @@ def eg_method(config: ml_collections.ConfigDict, model: supernet_lib.DartsSupern
       return state, {"eg": None}
     batch = bionas.half_batch(half, eg.batch_size, config.seed, epoch,
                               stream=_FITNESS_BATCH_STREAM)
+    start = time.perf_counter()
     state, metrics = p["eg_step"](state, batch, eg_key, np.int32(epoch))
     metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
-    return state, {"eg": metrics}
+    seconds = time.perf_counter() - start  # the first EG epoch's includes the compile
+    samples = eg.population_size * eg.generations
+    return state, {"eg": {**metrics, "seconds": seconds, "samples_per_second": samples / seconds}}
 
   def alpha_opt_state(alpha):
     return init_es_state(p["es"], p["es_params"], alpha, jax.random.fold_in(root, _EG_STREAM))
