@@ -32,6 +32,8 @@ from biojax.nas import bionas, bionas_eg
 
 SEARCHES: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
     "darts": bionas.search, "eg": bionas_eg.search}
+CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    "darts": bionas.check_config, "eg": bionas_eg.check_config}
 REPORT_FILE = "report.json"
 TABLE_FILE = "comparison.md"
 
@@ -58,8 +60,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if len(set(config.seeds)) != len(config.seeds) or not config.seeds:
     raise ValueError(f"config.seeds={tuple(config.seeds)} must be distinct and not empty.")
   for method in config.methods:  # a bad override fails here, before any search starts
-    (bionas.check_config if method == "darts" else bionas_eg.check_config)(
-        method_config(config, method, config.seeds[0]))
+    CHECKS[method](method_config(config, method, config.seeds[0]))
 
 
 def summary(values: list[float]) -> dict:
